@@ -1,0 +1,143 @@
+"""Config schema, defaults and validation (ml-collections; strings and numbers only).
+
+A run config has:
+  * ``dataset``: name, data_dir, manual_dir, val_size, augment, seed, mock_examples;
+  * ``teacher`` and ``student``: one *stage* each (see ``stage``), plus for the teacher
+    ``source`` ('precomputed' | 'online') and ``flip_aware``;
+  * ``eval``: the final evaluation (clean, PGD-k CE, CW-inf) over the test split;
+  * ``stages``: comma-separated subset of 'teacher,precompute,student,eval', run in that order;
+  * ``host_devices``, ``num_devices``, ``distributed``: the mesh (see ``hostdevices``);
+  * ``checkpoint``, ``log_every``, ``seed``.
+
+``validate`` rejects unknown names and inconsistent combinations before anything is computed.
+"""
+
+import ml_collections
+
+STAGES = ("teacher", "precompute", "student", "eval")
+TEACHER_SOURCES = ("precomputed", "online")
+
+
+def attack(*, eps=8 / 255, step_size=2 / 255, steps=10, objective="ce", norm="linf",
+           init="uniform", bn_mode="eval", unroll=-1) -> ml_collections.ConfigDict:
+  """An attack block. ``unroll=-1``: unrolled on CPU, rolled on accelerators."""
+  return ml_collections.ConfigDict(dict(eps=eps, step_size=step_size, steps=steps,
+                                        objective=objective, norm=norm, init=init,
+                                        bn_mode=bn_mode, unroll=unroll))
+
+
+def stage(*, model="small_cnn", model_kwargs=None, epochs=1.0, batch_size=128, lr=0.1,
+          momentum=0.9, weight_decay=5e-4, schedule="piecewise", decay_epochs=(),
+          loss=None, attack_cfg=None, temperature=1.0) -> ml_collections.ConfigDict:
+  """A training stage: model, optimiser, attack and config-weighted loss terms."""
+  losses = dict(ce_clean=0.0, ce_adv=0.0, trades_kl=0.0, kd_clean=0.0, kd_adv=0.0,
+                kd_teacher_temperature=1.0, kd_scale=1.0, label_smoothing=0.0)
+  losses.update(loss or {})
+  return ml_collections.ConfigDict(dict(
+      model=model, model_kwargs=dict(model_kwargs or {}), temperature=temperature,
+      batch_size=batch_size,
+      optim=dict(epochs=epochs, lr=lr, momentum=momentum, nesterov=False,
+                 weight_decay=weight_decay, schedule=schedule, decay_epochs=tuple(decay_epochs),
+                 decay_factor=0.1),
+      loss=losses, attack=attack_cfg if attack_cfg is not None else attack(),
+      val_every_epochs=1.0, stop_at_step=0))
+
+
+def base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.stages = "teacher,precompute,student,eval"
+  c.host_devices = 8
+  c.num_devices = -1
+  c.distributed = False
+  c.log_every = 50
+  c.dataset = dict(name="fashion_mnist", data_dir="", manual_dir="", val_size=5000,
+                   augment="none", seed=0, mock_examples=0)
+  c.teacher = stage()
+  c.teacher.source = "precomputed"
+  c.teacher.flip_aware = False
+  c.teacher.workdir = ""  # reuse a teacher trained elsewhere (its stage dir); '' = train here
+  c.student = stage()
+  c.eval = dict(batch_size=1000, n=-1, eps=-1.0, pgd_steps=20, pgd_step_size=-1.0,
+                cw_steps=30, cw_step_size=-1.0, val_n=1000, val_pgd_steps=10)
+  c.checkpoint = dict(every_steps=200, keep=2, skip_corrupt=False)
+  return c
+
+
+def stage_names(config) -> list[str]:
+  names = [s.strip() for s in config.stages.split(",") if s.strip()]
+  bad = [s for s in names if s not in STAGES]
+  if bad:
+    raise ValueError(f"Unknown stage(s) {bad}; valid stages: {list(STAGES)}")
+  return names
+
+
+def _check_stage(name, s):
+  # Imports here keep `import robust_distill.config` free of JAX (the CLI sets XLA_FLAGS first).
+  from robust_distill import models  # pylint: disable=import-outside-toplevel
+  from robust_distill.attacks import pgd  # pylint: disable=import-outside-toplevel
+  from robust_distill.train import step  # pylint: disable=import-outside-toplevel
+  try:
+    models.check_name(s.model)
+  except ValueError as e:
+    raise ValueError(f"{name}.model: {e}") from None
+  a = s.attack
+  if a.objective not in step.ATTACK_OBJECTIVES:
+    raise ValueError(f"{name}.attack.objective: unknown {a.objective!r}; valid: "
+                     f"{sorted(step.ATTACK_OBJECTIVES)}")
+  try:
+    pgd.check_names(norm=a.norm, init=a.init)
+  except ValueError as e:
+    raise ValueError(f"{name}.attack: {e}") from None
+  if a.bn_mode not in step.BN_MODES:
+    raise ValueError(f"{name}.attack.bn_mode: unknown {a.bn_mode!r}; valid: {list(step.BN_MODES)}")
+  if a.eps < 0 or a.step_size < 0 or a.steps < 0:
+    raise ValueError(f"{name}.attack: eps, step_size and steps must be >= 0")
+  known = set(step.LOSS_TERMS) | set(step.LOSS_OPTIONS)
+  unknown = sorted(set(s.loss.keys()) - known)
+  if unknown:
+    raise ValueError(f"{name}.loss: unknown loss term(s) {unknown}; valid terms: "
+                     f"{sorted(step.LOSS_TERMS)}, options: {sorted(step.LOSS_OPTIONS)}")
+  if not step.active_terms(s.loss):
+    raise ValueError(f"{name}.loss: every term has weight 0; set at least one of "
+                     f"{sorted(step.LOSS_TERMS)}")
+  if s.temperature <= 0 or s.loss.kd_teacher_temperature <= 0:
+    raise ValueError(f"{name}: temperatures must be > 0")
+  if s.batch_size <= 0 or s.optim.epochs <= 0 or s.optim.lr <= 0:
+    raise ValueError(f"{name}: batch_size, optim.epochs and optim.lr must be > 0")
+
+
+def validate(config) -> None:
+  """Raises ValueError with the list of valid names for any bad config value."""
+  from robust_distill.data import pipeline  # pylint: disable=import-outside-toplevel
+  names = stage_names(config)
+  pipeline.check_name(config.dataset.name)
+  if config.dataset.augment not in pipeline.AUGMENTS:
+    raise ValueError(f"dataset.augment: unknown {config.dataset.augment!r}; valid: "
+                     f"{list(pipeline.AUGMENTS)}")
+  if config.host_devices < 1:
+    raise ValueError("host_devices must be >= 1")
+  from robust_distill.train import step  # pylint: disable=import-outside-toplevel
+  for name in ("teacher", "student"):
+    if name in names or (name == "teacher" and ("precompute" in names)):
+      _check_stage(name, config[name])
+  if "student" in names and step.needs_teacher(config.student):
+    if config.teacher.source not in TEACHER_SOURCES:
+      raise ValueError(f"teacher.source: unknown {config.teacher.source!r}; valid: "
+                       f"{list(TEACHER_SOURCES)}")
+    if config.teacher.source == "precomputed":
+      if config.student.attack.objective == "kl_models":
+        raise ValueError("student.attack.objective='kl_models' evaluates the teacher on moving "
+                         "adversarial inputs; it needs teacher.source='online'")
+      aug = config.dataset.augment
+      if aug == "crop_flip":
+        raise ValueError(
+            "teacher.source='precomputed' with dataset.augment='crop_flip' is invalid: the "
+            "teacher's logits are computed once per example, but random crops change what the "
+            "teacher would see at every step. Use teacher.source='online', or "
+            "dataset.augment='flip' with teacher.flip_aware=True.")
+      if aug == "flip" and not config.teacher.flip_aware:
+        raise ValueError(
+            "teacher.source='precomputed' with dataset.augment='flip' needs "
+            "teacher.flip_aware=True (logits precomputed for both the image and its mirror), "
+            "or teacher.source='online'.")

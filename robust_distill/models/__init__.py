@@ -1,0 +1,25 @@
+"""Model registry: models are chosen by name in configs."""
+
+from flax import nnx
+
+from robust_distill.models.resnet import ResNet18, WideResNet
+from robust_distill.models.small_cnn import SmallCNN
+
+MODELS = {
+    "small_cnn": SmallCNN,
+    "resnet18": ResNet18,
+    "wrn34_10": lambda **kw: WideResNet(depth=34, widen=10, **kw),
+    "wrn28_10": lambda **kw: WideResNet(depth=28, widen=10, **kw),
+    "wide_resnet": WideResNet,
+}
+
+
+def check_name(name: str) -> None:
+  if name not in MODELS:
+    raise ValueError(f"Unknown model {name!r}; valid models: {sorted(MODELS)}")
+
+
+def build(name: str, *, seed: int = 0, **kwargs) -> nnx.Module:
+  """Builds model ``name`` with keyword arguments from the config (plain numbers/tuples)."""
+  check_name(name)
+  return MODELS[name](rngs=nnx.Rngs(seed), **kwargs)
