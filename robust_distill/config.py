@@ -75,7 +75,7 @@ def stage_names(config) -> list[str]:
 def _check_stage(name, s):
   # Imports here keep `import robust_distill.config` free of JAX (the CLI sets XLA_FLAGS first).
   from robust_distill import models  # pylint: disable=import-outside-toplevel
-  from robust_distill.attacks import pgd  # pylint: disable=import-outside-toplevel
+  from robust_distill import attacks  # pylint: disable=import-outside-toplevel
   from robust_distill.train import step  # pylint: disable=import-outside-toplevel
   try:
     models.check_name(s.model)
@@ -86,7 +86,7 @@ def _check_stage(name, s):
     raise ValueError(f"{name}.attack.objective: unknown {a.objective!r}; valid: "
                      f"{sorted(step.ATTACK_OBJECTIVES)}")
   try:
-    pgd.check_names(norm=a.norm, init=a.init)
+    attacks.check_names(norm=a.norm, init=a.init)
   except ValueError as e:
     raise ValueError(f"{name}.attack: {e}") from None
   if a.bn_mode not in step.BN_MODES:
