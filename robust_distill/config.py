@@ -36,7 +36,7 @@ def stage(*, model="small_cnn", model_kwargs=None, epochs=1.0, batch_size=128, l
   return ml_collections.ConfigDict(dict(
       model=model, model_kwargs=dict(model_kwargs or {}), temperature=temperature,
       batch_size=batch_size,
-      optim=dict(epochs=epochs, lr=lr, momentum=momentum, nesterov=False,
+      optim=dict(name="sgd", epochs=epochs, lr=lr, momentum=momentum, nesterov=False,
                  weight_decay=weight_decay, schedule=schedule, decay_epochs=tuple(decay_epochs),
                  decay_factor=0.1),
       loss=losses, attack=attack_cfg if attack_cfg is not None else attack(),
@@ -58,7 +58,8 @@ def base() -> ml_collections.ConfigDict:
   c.teacher.flip_aware = False
   c.teacher.workdir = ""  # reuse a teacher trained elsewhere (its stage dir); '' = train here
   c.student = stage()
-  c.eval = dict(batch_size=1000, n=-1, eps=-1.0, pgd_steps=20, pgd_step_size=-1.0,
+  # Eval batch 128-256 measured fastest on 2 CPU cores (54 img/s vs 36 at 512-1024).
+  c.eval = dict(batch_size=256, n=-1, eps=-1.0, pgd_steps=20, pgd_step_size=-1.0,
                 cw_steps=30, cw_step_size=-1.0, val_n=1000, val_pgd_steps=10)
   c.checkpoint = dict(every_steps=200, keep=2, skip_corrupt=False)
   return c
@@ -103,6 +104,9 @@ def _check_stage(name, s):
                      f"{sorted(step.LOSS_TERMS)}")
   if s.temperature <= 0 or s.loss.kd_teacher_temperature <= 0:
     raise ValueError(f"{name}: temperatures must be > 0")
+  if s.optim.name not in step.OPTIMIZERS:
+    raise ValueError(f"{name}.optim.name: unknown {s.optim.name!r}; valid: "
+                     f"{list(step.OPTIMIZERS)}")
   if s.batch_size <= 0 or s.optim.epochs <= 0 or s.optim.lr <= 0:
     raise ValueError(f"{name}: batch_size, optim.epochs and optim.lr must be > 0")
 

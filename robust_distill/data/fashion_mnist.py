@@ -16,6 +16,8 @@ stable key that teacher logits are joined on).
 
 import gzip
 import os
+import socket
+import urllib.parse
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -23,8 +25,8 @@ import tensorflow_datasets as tfds
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 MIRROR_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60000),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10000),
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot")
@@ -37,19 +39,33 @@ HOW_TO_GET = (
     "be downloaded from " + MIRROR_URL)
 
 
-def read_idx(path: str, n: int, *, images: bool) -> np.ndarray:
-  """Reads a gzip'd idx file and checks its magic number and size."""
+def read_idx(path: str, *, images: bool) -> np.ndarray:
+  """Reads a gzip'd idx file (28x28 uint8 images or uint8 labels) and checks its header."""
   with gzip.open(path, "rb") as f:
     raw = f.read()
   magic = int.from_bytes(raw[:4], "big")
   count = int.from_bytes(raw[4:8], "big")
   want = 2051 if images else 2049
-  if magic != want or count != n:
-    raise ValueError(f"{path}: not a Fashion-MNIST idx file (magic {magic}, count {count}; "
-                     f"expected magic {want}, count {n})")
+  header = 16 if images else 8
+  size = count * (784 if images else 1)
+  if magic != want or len(raw) != header + size:
+    raise ValueError(f"{path}: not a valid idx file (magic {magic}, expected {want}; "
+                     f"{len(raw) - header} data bytes, header says {size})")
   if images:
-    return np.frombuffer(raw, np.uint8, offset=16).reshape(n, 28, 28, 1)
+    return np.frombuffer(raw, np.uint8, offset=16).reshape(count, 28, 28, 1)
   return np.frombuffer(raw, np.uint8, offset=8).astype(np.int64)
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+  """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (so that an
+  offline machine fails at once instead of after TFDS's download retries)."""
+  u = urllib.parse.urlparse(url)
+  try:
+    with socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)),
+                                  timeout=timeout):
+      return True
+  except OSError:
+    return False
 
 
 class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
@@ -77,10 +93,12 @@ class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
       manual = os.fspath(dl_manager.manual_dir)
     except Exception:  # pylint: disable=broad-except  # no manual dir configured
       manual = None
-    names = [n for img, lab, _ in FILES.values() for n in (img, lab)]
+    names = [n for pair in FILES.values() for n in pair]
     for d in (manual, DEBIAN_DIR):
       if d and all(os.path.exists(os.path.join(d, n)) for n in names):
         return {n: os.path.join(d, n) for n in names}
+    if not _reachable(MIRROR_URL):
+      raise FileNotFoundError(f"{HOW_TO_GET}\n(no network: cannot reach {MIRROR_URL})")
     try:
       paths = dl_manager.download({n: MIRROR_URL + n for n in names})
     except Exception as e:  # pylint: disable=broad-except
@@ -89,11 +107,14 @@ class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     paths = self._locate(dl_manager)
-    return {split: self._generate_examples(paths[img], paths[lab], n)
-            for split, (img, lab, n) in FILES.items()}
+    return {split: self._generate_examples(paths[img], paths[lab])
+            for split, (img, lab) in FILES.items()}
 
-  def _generate_examples(self, images_path, labels_path, n):
-    images = read_idx(images_path, n, images=True)
-    labels = read_idx(labels_path, n, images=False)
-    for i in range(n):
+  def _generate_examples(self, images_path, labels_path):
+    images = read_idx(images_path, images=True)
+    labels = read_idx(labels_path, images=False)
+    if len(images) != len(labels):
+      raise ValueError(f"{images_path} has {len(images)} images but {labels_path} has "
+                       f"{len(labels)} labels")
+    for i in range(len(labels)):
       yield i, {"image": images[i], "label": int(labels[i]), "id": i}

@@ -91,7 +91,10 @@ def load_split(name: str, split: str, *, data_dir: str | None = None, manual_dir
         f"\"import tensorflow_datasets as tfds; tfds.builder('{tfds_name}', "
         f"data_dir='{data_dir}').download_and_prepare(file_format='array_record')\"). "
         f"Original error: {e}") from e
-  recs = src.__getitems__(list(range(len(src))))
+  try:
+    recs = src.__getitems__(list(range(len(src))))
+  except TypeError:  # tfds.testing.mock_data's source has no batched read
+    recs = [src[i] for i in range(len(src))]
   images = np.stack([np.asarray(r["image"]) for r in recs]).astype(np.uint8)
   if images.ndim == 3:
     images = images[..., None]

@@ -110,8 +110,12 @@ def make_apply(graphdef, temperature: float = 1.0):
   return apply
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 def make_optimizer(optim_cfg, steps_per_epoch: int) -> optax.GradientTransformation:
-  """SGD with momentum and PyTorch-style (coupled) weight decay, piecewise or cosine lr."""
+  """SGD with momentum and PyTorch-style (coupled) weight decay, or Adam (coupled decay too);
+  piecewise-constant, cosine or constant learning rate."""
   total = max(int(optim_cfg.epochs * steps_per_epoch), 1)
   if optim_cfg.schedule == "piecewise":
     bounds = {int(round(e * steps_per_epoch)): optim_cfg.decay_factor
@@ -124,9 +128,14 @@ def make_optimizer(optim_cfg, steps_per_epoch: int) -> optax.GradientTransformat
   else:
     raise ValueError(f"Unknown lr schedule {optim_cfg.schedule!r}; valid: "
                      "['constant', 'cosine', 'piecewise']")
-  return optax.chain(optax.add_decayed_weights(optim_cfg.weight_decay),
-                     optax.sgd(lr, momentum=optim_cfg.momentum or None,
-                               nesterov=bool(optim_cfg.nesterov)))
+  name = optim_cfg.get("name", "sgd")
+  if name == "sgd":
+    opt = optax.sgd(lr, momentum=optim_cfg.momentum or None, nesterov=bool(optim_cfg.nesterov))
+  elif name == "adam":
+    opt = optax.adam(lr)
+  else:
+    raise ValueError(f"Unknown optimizer {name!r}; valid: {list(OPTIMIZERS)}")
+  return optax.chain(optax.add_decayed_weights(optim_cfg.weight_decay), opt)
 
 
 def attack_fn(stage_cfg, apply, params, stats, *, teacher_logits=None, teacher_fn=None):

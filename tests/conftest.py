@@ -1,0 +1,31 @@
+"""Test setup: 8 virtual CPU devices (set before JAX is imported), quiet logs, shared helpers."""
+
+import os
+import sys
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # pylint: disable=wrong-import-position
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def smoke_config(**overrides):
+  """The quickstart config shrunk to a seconds-long run on synthetic data."""
+  sys.path.insert(0, os.path.join(ROOT, "configs"))
+  import fmnist_ltd  # pylint: disable=import-outside-toplevel
+  c = fmnist_ltd.get_config("smoke")
+  for k, v in overrides.items():
+    node = c
+    parts = k.split(".")
+    for p in parts[:-1]:
+      node = node[p]
+    node[parts[-1]] = v
+  return c
+
+
+@pytest.fixture
+def smoke():
+  return smoke_config

@@ -1,0 +1,115 @@
+"""Data: the Fashion-MNIST builder from a manual dir, the missing-data error, CIFAR-10 on TFDS
+mock data, sharding, determinism, the teacher-logit join."""
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from robust_distill.data import fashion_mnist, pipeline
+
+
+def _write_idx(d, prefix, images, labels):
+  with gzip.open(os.path.join(d, f"{prefix}-images-idx3-ubyte.gz"), "wb") as f:
+    f.write((2051).to_bytes(4, "big") + len(images).to_bytes(4, "big") + (28).to_bytes(4, "big")
+            + (28).to_bytes(4, "big") + images.tobytes())
+  with gzip.open(os.path.join(d, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as f:
+    f.write((2049).to_bytes(4, "big") + len(labels).to_bytes(4, "big") + labels.tobytes())
+
+
+def test_fashion_mnist_builder_from_manual_dir(tmp_path):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  rng = np.random.default_rng(0)
+  tr_x, tr_y = rng.integers(0, 255, (30, 28, 28), dtype=np.uint8), rng.integers(0, 10, 30,
+                                                                                 dtype=np.uint8)
+  te_x, te_y = rng.integers(0, 255, (12, 28, 28), dtype=np.uint8), rng.integers(0, 10, 12,
+                                                                                dtype=np.uint8)
+  _write_idx(manual, "train", tr_x, tr_y)
+  _write_idx(manual, "t10k", te_x, te_y)
+  data = pipeline.load_split("fashion_mnist", "train", data_dir=str(tmp_path / "tfds"),
+                             manual_dir=str(manual))
+  assert data["image"].shape == (30, 28, 28, 1) and data["image"].dtype == np.uint8
+  order = np.argsort(data["id"])  # array_record order is shuffled: join by id
+  np.testing.assert_array_equal(data["image"][order][..., 0], tr_x)
+  np.testing.assert_array_equal(data["label"][order], tr_y)
+  assert len(pipeline.load_split("fashion_mnist", "test", data_dir=str(tmp_path / "tfds"),
+                                 manual_dir=str(manual))["label"]) == 12
+  assert (tmp_path / "tfds" / "fashion_mnist_idx" / "1.0.0").exists()
+
+
+def test_missing_data_error_says_how_to_get_it(tmp_path, monkeypatch):
+  monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", str(tmp_path / "nothing"))
+  monkeypatch.setattr(fashion_mnist, "MIRROR_URL", "http://127.0.0.1:9/")
+  with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+    pipeline.load_split("fashion_mnist", "train", data_dir=str(tmp_path / "tfds"),
+                        manual_dir=str(tmp_path / "empty"))
+
+
+def test_bad_idx_file_is_rejected(tmp_path):
+  p = tmp_path / "x.gz"
+  with gzip.open(p, "wb") as f:
+    f.write((2051).to_bytes(4, "big") + (5).to_bytes(4, "big") + b"\0" * 100)
+  with pytest.raises(ValueError, match="not a valid idx"):
+    fashion_mnist.read_idx(str(p), images=True)
+
+
+def test_cifar10_pipeline_on_mock_data():
+  with tfds.testing.mock_data(num_examples=40):
+    data = pipeline.load_split("cifar10", "train")
+  assert data["image"].shape == (40, 32, 32, 3)
+  tr, va = pipeline.split_train_val(40, 8, 0)
+  it = pipeline.train_iterator(data, tr, global_batch=16, seed=0, augment="crop_flip")
+  b = next(it)
+  assert b["image"].shape == (16, 32, 32, 3) and b["image"].dtype == np.uint8
+  assert set(b["id"]).issubset(set(data["id"][tr]))
+  assert not set(b["id"]) & set(data["id"][va])
+
+
+def test_crop_flip_keeps_content_and_flips():
+  x = np.arange(2 * 32 * 32 * 3, dtype=np.uint8).reshape(2, 32, 32, 3)
+  out, flips = pipeline.augment_batch(x, np.random.default_rng(0), "flip")
+  for i in range(2):
+    np.testing.assert_array_equal(out[i], x[i, :, ::-1] if flips[i] else x[i])
+  out, _ = pipeline.augment_batch(x, np.random.default_rng(1), "crop_flip")
+  assert out.shape == x.shape
+
+
+def test_iterator_is_deterministic_resumable_and_sharded():
+  data = pipeline.mock_split("train", n=100)
+  idx = np.arange(100)
+  a = pipeline.train_iterator(data, idx, global_batch=20, seed=3)
+  batches = [next(a) for _ in range(7)]  # crosses an epoch boundary (5 batches/epoch)
+  assert sorted(np.concatenate([b["id"] for b in batches[:5]]).tolist()) == list(range(100))
+  assert not np.array_equal(batches[0]["id"], batches[5]["id"])  # new permutation per epoch
+  b = pipeline.train_iterator(data, idx, global_batch=20, seed=3)
+  for _ in range(3):
+    next(b)
+  c = pipeline.train_iterator(data, idx, global_batch=20, seed=3, state=b.get_state())
+  np.testing.assert_array_equal(next(c)["id"], batches[3]["id"])
+  h0 = pipeline.train_iterator(data, idx, global_batch=20, seed=3, process_count=2)
+  h1 = pipeline.train_iterator(data, idx, global_batch=20, seed=3, process_index=1,
+                               process_count=2)
+  ids = np.concatenate([next(h0)["id"], next(h1)["id"]])
+  assert sorted(ids.tolist()) == sorted(batches[0]["id"].tolist())
+
+
+def test_teacher_logits_joined_by_id():
+  data = pipeline.mock_split("train", n=50)
+  data["id"] = data["id"][::-1] * 3  # ids unrelated to positions
+  ids = np.sort(data["id"])
+  logits = np.stack([ids, -ids], 1).astype(np.float32)
+  it = pipeline.train_iterator(data, np.arange(50), global_batch=10, seed=0,
+                               teacher_logits=logits, teacher_ids=ids)
+  b = next(it)
+  np.testing.assert_array_equal(b["teacher_logits"][:, 0], b["id"])
+  flip_logits = np.stack([logits, logits + 1000], 1)
+  it = pipeline.train_iterator(data, np.arange(50), global_batch=10, seed=0, augment="flip",
+                               teacher_logits=flip_logits, teacher_ids=ids)
+  b = next(it)
+  assert set(np.unique(b["teacher_logits"][:, 0] - b["id"])).issubset({0.0, 1000.0})
+  with pytest.raises(ValueError, match="miss"):
+    pipeline.train_iterator(data, np.arange(50), global_batch=10, seed=0,
+                            teacher_logits=logits[:10], teacher_ids=ids[:10])

@@ -1,0 +1,102 @@
+"""Loss values against independent NumPy computations on fixed inputs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robust_distill import config as C
+from robust_distill.losses import core
+from robust_distill.train import step as step_lib
+
+S = np.array([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 3.0]], np.float32)      # student clean
+A = np.array([[0.5, 1.5, -0.5, 0.2], [1.0, -0.2, 0.3, 1.1]], np.float32)      # student adv
+T = np.array([[3.0, 1.0, -2.0, 0.0], [0.0, 0.0, 1.0, 2.0]], np.float32)       # teacher
+Y = np.array([0, 3])
+
+
+def np_softmax(z):
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def np_kl(p, q):
+  return np.sum(p * (np.log(p) - np.log(q)), -1)
+
+
+def test_cross_entropy_and_label_smoothing():
+  want = -np.log(np_softmax(S)[np.arange(2), Y])
+  np.testing.assert_allclose(core.cross_entropy(S, Y), want, rtol=1e-5)
+  q = np.full((2, 4), 0.5 / 3)
+  q[np.arange(2), Y] = 0.5
+  want_ls = -np.sum(q * np.log(np_softmax(S)), -1)
+  np.testing.assert_allclose(core.cross_entropy(S, Y, label_smoothing=0.5), want_ls, rtol=1e-5)
+
+
+def test_trades_kl_matches_hand_computation():
+  # By hand for row 0: p = softmax(S0), q = softmax(A0), KL = sum p log(p/q).
+  want = np_kl(np_softmax(S), np_softmax(A))
+  np.testing.assert_allclose(core.trades_kl(S, A), want, rtol=1e-5)
+  assert np.all(want > 0)
+
+
+def test_soft_label_kd_with_two_temperatures():
+  tau_t, tau_s, scale = 0.5, 2.0, 4.0
+  want = scale * np_kl(np_softmax(T / tau_t), np_softmax(S / tau_s))
+  got = core.soft_label_kd(T, S / tau_s, teacher_temperature=tau_t, temperature_scale=scale)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_kl_divergence_handles_zero_probabilities():
+  p = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
+  want = -np.log(np_softmax(S[:1])[0, 0])
+  np.testing.assert_allclose(core.kl_divergence(p, S[:1]), [want], rtol=1e-5)
+  g = jax.grad(lambda z: core.kl_divergence(p, z).sum())(jnp.asarray(S[:1]))
+  assert np.all(np.isfinite(g))
+
+
+def test_cw_margin():
+  want = np.array([max(0.5, -1.0, 0.0) - 2.0, max(0.1, 0.2, 0.3) - 3.0])
+  np.testing.assert_allclose(core.cw_margin(S, Y), want, rtol=1e-6)
+
+
+def test_reductions():
+  v = jnp.array([1.0, 3.0])
+  assert float(core.reduce(v)) == 2.0
+  assert float(core.reduce(v, reduction="sum")) == 4.0
+  assert float(core.reduce(v, reduction="mean_all", num_classes=4)) == 0.5
+  assert float(core.reduce(v, weights=jnp.array([1.0, 0.0]))) == 0.5
+
+
+def _total(loss_cfg, s, a, t):
+  ctx = step_lib.Context(apply=None, params=None, stats=None, x=None, x_adv=None,
+                         y=jnp.asarray(Y), teacher_logits=jnp.asarray(t), cfg=loss_cfg)
+  ctx._cache.update(clean=jnp.asarray(s), adv=jnp.asarray(a))  # pylint: disable=protected-access
+  terms = step_lib.active_terms(loss_cfg)
+  return sum(w * float(jnp.mean(step_lib.LOSS_TERMS[k](ctx))) for k, w in terms.items())
+
+
+def test_trades_total_loss():
+  cfg = C.stage(loss=dict(ce_clean=1.0, trades_kl=6.0)).loss
+  want = np.mean(-np.log(np_softmax(S)[np.arange(2), Y])) + 6.0 * np.mean(
+      np_kl(np_softmax(S), np_softmax(A)))
+  np.testing.assert_allclose(_total(cfg, S, A, T), want, rtol=1e-5)
+
+
+def test_ltd_total_loss():
+  # LTD (default form): teacher soft labels at tau_T replace TRADES's clean CE; the student's
+  # outputs are already divided by tau_S by the model wrapper.
+  tau_t, tau_s = 0.5, 2.0
+  cfg = C.stage(loss=dict(kd_clean=1.0, trades_kl=6.0, kd_teacher_temperature=tau_t)).loss
+  s, a = S / tau_s, A / tau_s
+  want = np.mean(np_kl(np_softmax(T / tau_t), np_softmax(s))) + 6.0 * np.mean(
+      np_kl(np_softmax(s), np_softmax(a)))
+  np.testing.assert_allclose(_total(cfg, s, a, T), want, rtol=1e-5)
+
+
+def test_zero_weight_terms_are_not_traced():
+  cfg = C.stage(loss=dict(ce_adv=1.0, kd_clean=0.0)).loss
+  assert step_lib.active_terms(cfg) == {"ce_adv": 1.0}
+  # A context without teacher logits works because kd terms are never called.
+  ctx = step_lib.Context(None, None, None, None, None, jnp.asarray(Y), None, cfg)
+  ctx._cache["adv"] = jnp.asarray(A)  # pylint: disable=protected-access
+  assert np.isfinite(_total(cfg, S, A, T))
