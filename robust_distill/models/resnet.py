@@ -24,6 +24,15 @@ def _conv(i, o, k, stride, rngs):
                   padding=((pad, pad), (pad, pad)), use_bias=False, rngs=rngs)
 
 
+def _classify(head, h, feats, return_features):
+  """Global average pooling -> linear head; optionally also the features and the embedding."""
+  emb = jnp.mean(h, axis=(1, 2))
+  logits = head(emb)
+  if return_features:
+    return logits, {**feats, "embedding": emb}
+  return logits
+
+
 class BasicBlock(nnx.Module):
   """Post-activation residual block of ResNet-18."""
 
@@ -66,12 +75,7 @@ class ResNet18(nnx.Module):
       h = blk(h)
       if i in self.stage_ends:
         feats[f"block{self.stage_ends.index(i) + 1}"] = h
-    emb = jnp.mean(h, axis=(1, 2))
-    logits = self.head(emb)
-    if return_features:
-      feats["embedding"] = emb
-      return logits, feats
-    return logits
+    return _classify(self.head, h, feats, return_features)
 
 
 class WideBlock(nnx.Module):
@@ -122,9 +126,4 @@ class WideResNet(nnx.Module):
       feats[f"block{g + 1}"] = h
     h = jax.nn.relu(self.bn(h))
     feats["block3"] = h  # AGKD-BML's feature: relu(bn(last group)).
-    emb = jnp.mean(h, axis=(1, 2))
-    logits = self.head(emb)
-    if return_features:
-      feats["embedding"] = emb
-      return logits, feats
-    return logits
+    return _classify(self.head, h, feats, return_features)

@@ -204,7 +204,7 @@ def make_train_step(stage_cfg, graphdef, tx, *, teacher_graphdef=None):
     updates, opt = tx.update(grads, state["opt"], params)
     params = optax.apply_updates(params, updates)
     metrics = {"loss": loss, **{f"loss/{k}": v for k, v in values.items()},
-               "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+               "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
     for which, logits in outs.items():
       metrics[f"acc/{which}"] = jnp.mean(jnp.argmax(logits, -1) == y)
     new_state = {"params": params, "stats": new_stats, "opt": opt, "step": state["step"] + 1}
