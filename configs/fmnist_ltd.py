@@ -15,8 +15,12 @@ LTD's exact form is not published as code; the choices below are config values
   * ``student.loss.kd_clean`` (default 1.0): the soft-label term on clean inputs replaces
     TRADES's hard-label CE (``student.loss.ce_clean``, default 0; set it > 0 to mix both);
     ``kd_adv`` distils on the adversarial input instead;
-  * ``student.loss.kd_teacher_temperature`` tau_T (default 0.5: "relatively low"; the robust
+  * ``student.loss.kd_teacher_temperature`` tau_T (default 0.25: "relatively low"; the robust
     teacher's soft outputs are sharpened);
+  * ``student.loss.trades_kl`` beta (default 4 for the student, 6 for the teacher).
+    Chosen on the validation split (5,000 images held out of train), never on the test split:
+    after 2 epochs, (tau_T, beta) = (0.5, 6) gave 78.7% clean / 69.6% PGD-10, (0.25, 6) gave
+    79.3 / 70.4 and (0.25, 4) gave 80.0 / 70.3;
   * ``student.temperature`` tau_S (default 1.0 here), fixed at training and test time: the
     attacked, trained and evaluated function is ``logits / tau_S``;
   * ``student.loss.kd_scale`` (default 1.0; ``tau_S**2`` is Hinton's scaling);
@@ -31,17 +35,19 @@ EPS = 0.1
 def get_config(arg: str = ""):
   c = C.base()
   c.dataset.name = "fashion_mnist"
-  # 5 attack steps of 0.4 eps keep the quickstart inside its 20-minute budget on 2 CPU cores.
-  atk = dict(eps=EPS, step_size=0.4 * EPS, steps=5, objective="kl_self", init="normal")
-  c.teacher = C.stage(model="small_cnn", epochs=1.5, batch_size=128, lr=0.05, weight_decay=2e-4,
+  # Training attacks of 3 steps of 0.5 eps and 2 epochs per model keep the quickstart inside its
+  # 20-minute budget on 2 CPU cores; measured on the validation split, 3 steps x 2 epochs beat
+  # 5 steps x 1.5 epochs in the same time (teacher 82.2/69.5 vs 80.9/68.0 clean/PGD-10).
+  atk = dict(eps=EPS, step_size=0.5 * EPS, steps=3, objective="kl_self", init="normal")
+  c.teacher = C.stage(model="small_cnn", epochs=2, batch_size=128, lr=0.05, weight_decay=2e-4,
                       schedule="cosine", loss=dict(ce_clean=1.0, trades_kl=6.0),
                       attack_cfg=C.attack(**atk))
   c.teacher.source = "precomputed"
   c.teacher.flip_aware = False
   c.teacher.workdir = ""
-  c.student = C.stage(model="small_cnn", epochs=1.5, batch_size=128, lr=0.05, weight_decay=2e-4,
+  c.student = C.stage(model="small_cnn", epochs=2, batch_size=128, lr=0.05, weight_decay=2e-4,
                       schedule="cosine",
-                      loss=dict(kd_clean=1.0, trades_kl=6.0, kd_teacher_temperature=0.5),
+                      loss=dict(kd_clean=1.0, trades_kl=4.0, kd_teacher_temperature=0.25),
                       attack_cfg=C.attack(**atk), temperature=1.0)
   c.eval.pgd_steps, c.eval.cw_steps = 20, 30
   if arg == "smoke":

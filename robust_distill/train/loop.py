@@ -9,6 +9,8 @@ an uninterrupted run would have.
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 from flax import nnx
@@ -302,11 +304,24 @@ def evaluate_stage(config, name: str, workdir: str, data: dict, mesh) -> dict:
                             seed=config.seed + 1, log=log, label=f"eval {name}")
   res.update(eps=eps, norm=stage_cfg.attack.norm, pgd_steps=e.pgd_steps, cw_steps=e.cw_steps,
              stage=name, model=stage_cfg.model, temperature=stage_cfg.temperature,
-             dataset=config.dataset.name, seconds=time.perf_counter() - t)
+             dataset=config.dataset.name, seconds=time.perf_counter() - t,
+             command=" ".join([os.path.basename(sys.executable)] + sys.argv),
+             git_commit=_git_commit(), devices=mesh.devices.size,
+             platform=jax.devices()[0].platform)
   evaluation.write_json(os.path.join(workdir, "eval.json"), res)
   log(evaluation.table(res, f"Evaluation of the {name} ({stage_cfg.model}, "
                             f"{config.dataset.name} test split)"))
   return res
+
+
+def _git_commit() -> str:
+  """The commit of the code that produced a result ('' outside a git checkout)."""
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10,
+                          check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return ""
 
 
 class RestoredModel:
