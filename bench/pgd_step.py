@@ -29,7 +29,7 @@ def parse():
   p.add_argument("--host_devices", type=int, default=hostdevices.DEFAULT_HOST_DEVICES)
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--steps", type=int, default=10, help="PGD iterations")
-  p.add_argument("--reps", type=int, default=7, help="timed steps per implementation")
+  p.add_argument("--reps", type=int, default=21, help="timed steps per implementation")
   p.add_argument("--json", default="", help="also write the results here")
   return p.parse_args()
 
