@@ -12,7 +12,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from robust_distill import attacks, parallel
 from robust_distill.data import pipeline
