@@ -100,3 +100,57 @@ def test_zero_weight_terms_are_not_traced():
   ctx = step_lib.Context(None, None, None, None, None, jnp.asarray(Y), None, cfg)
   ctx._cache["adv"] = jnp.asarray(A)  # pylint: disable=protected-access
   assert np.isfinite(_total(cfg, S, A, T))
+
+
+# --- Terms for the methods issue, checked against NumPy transcriptions of the official code.
+
+from robust_distill import losses  # pylint: disable=wrong-import-position
+
+
+def test_mart_terms():
+  p_adv, p_nat = np_softmax(A), np_softmax(S)
+  other = np.array([np.argmax(np.where(np.arange(4) == Y[i], -1, p_adv[i])) for i in range(2)])
+  want_bce = (-np.log(p_adv[np.arange(2), Y]) - np.log(1.0001 - p_adv[np.arange(2), other]
+                                                       + 1e-12))
+  np.testing.assert_allclose(losses.mart_boosted_ce(A, Y), want_bce, rtol=1e-5)
+  kl = np.sum(p_nat * (np.log(p_nat) - np.log(p_adv + 1e-12)), -1)
+  want_kl = kl * (1.0000001 - p_nat[np.arange(2), Y])
+  np.testing.assert_allclose(losses.mart_weighted_kl(S, A, Y), want_kl, rtol=1e-5)
+
+
+def test_attention_transfer():
+  rng = np.random.default_rng(0)
+  fs, ft = rng.normal(size=(2, 3, 3, 5)), rng.normal(size=(2, 3, 3, 5))
+
+  def am(f):
+    s = f.sum(-1).reshape(2, -1)
+    return (s - s.min(1, keepdims=True)) / (s.max(1, keepdims=True) - s.min(1, keepdims=True))
+
+  np.testing.assert_allclose(losses.attention_map(jnp.asarray(fs)), am(fs), rtol=1e-5,
+                             atol=1e-6)
+  want = np.abs(am(fs) - am(ft)).mean(-1)
+  np.testing.assert_allclose(losses.attention_transfer(fs, ft), want, rtol=1e-5)
+
+
+def test_bml_triplet():
+  a = np.array([[1.0, 0.0], [0.0, 2.0]])
+  p = np.array([[1.0, 1.0], [0.0, 1.0]])
+  n = np.array([[0.0, 1.0], [1.0, 1.0]])
+  d = lambda u, v: 1 - np.abs((u * v).sum(-1)) / (np.linalg.norm(u, axis=-1)
+                                                  * np.linalg.norm(v, axis=-1))
+  want = np.maximum(0, 0.03 + d(a, p) - d(a, n)) + 0.001 * (
+      (a**2).mean(-1) + (p**2).mean(-1) + (n**2).mean(-1))
+  np.testing.assert_allclose(losses.bml_triplet(a, p, n), want, rtol=1e-5)
+  # Row 0: D(a,p) = 1 - 1/sqrt(2), D(a,n) = 1, so the hinge is 0 and only the L2 term is left.
+  np.testing.assert_allclose(float(losses.bml_triplet(a, p, n)[0]),
+                             0.001 * (0.5 + 1.0 + 0.5), rtol=1e-5)
+
+
+def test_dlr_losses_match_formulas():
+  z = np.array([[3.0, 1.0, 2.0, 0.0, -1.0], [0.5, 4.0, 1.0, 3.0, 2.0]], np.float32)
+  y = np.array([0, 2])
+  # Row 0: y is the top class: -(3 - 2) / (3 - 1). Row 1: -(1 - 4) / (4 - 2).
+  np.testing.assert_allclose(losses.dlr(z, y), [-0.5, 1.5], rtol=1e-5)
+  t = np.array([2, 3])
+  # Row 0: -(3 - 2) / (3 - (1 + 0) / 2). Row 1: -(1 - 3) / (4 - (2 + 1) / 2).
+  np.testing.assert_allclose(losses.dlr_targeted(z, y, t), [-1 / 2.5, 2 / 2.5], rtol=1e-5)

@@ -3,5 +3,10 @@
 from robust_distill.losses.core import (REDUCTIONS, cross_entropy, cw_margin, kl_divergence,
                                         kl_logits, reduce, soft_label_kd, trades_kl)
 
-__all__ = ["REDUCTIONS", "cross_entropy", "cw_margin", "kl_divergence", "kl_logits", "reduce",
+from robust_distill.losses.extra import (angular_distance, attention_map, attention_transfer,
+                                         bml_triplet, dlr, dlr_targeted, mart_boosted_ce,
+                                         mart_weighted_kl)
+
+__all__ = ["angular_distance", "attention_map", "attention_transfer", "bml_triplet", "dlr",
+           "dlr_targeted", "mart_boosted_ce", "mart_weighted_kl","REDUCTIONS", "cross_entropy", "cw_margin", "kl_divergence", "kl_logits", "reduce",
            "soft_label_kd", "trades_kl"]
