@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_distill import parallel
+from robust_distill.data import pipeline
 from robust_distill.metrics import fmt_time
 
 
@@ -47,20 +48,19 @@ def precompute(apply, params, stats, data: dict, out_dir: str, mesh, *, batch_si
 
   n = len(data["label"])
   nb, t0, computed = -(-n // batch_size), time.perf_counter(), 0
-  for i, start in enumerate(range(0, n, batch_size)):
+  batches = pipeline.eval_batches(data, batch_size=batch_size,
+                                  process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+  for i, b in enumerate(batches):
     path = os.path.join(out_dir, f"chunk_{i:06d}.npz")
     if os.path.exists(path):
       continue
-    idx = np.arange(start, start + batch_size)
-    valid = idx < n
-    idx = np.where(valid, idx, 0)
-    local = slice(jax.process_index(), None, jax.process_count())
-    images = parallel.shard_batch({"image": data["image"][idx][local]}, mesh)["image"]
-    z = forward(params, stats, images)
+    z = forward(params, stats, parallel.shard_batch({"image": b["image"]}, mesh)["image"])
     if jax.process_index() == 0:
-      z = np.asarray(jax.device_get(z))[valid]
+      ids = data["id"][i * batch_size:(i + 1) * batch_size]  # padding sits at the end
+      z = np.asarray(jax.device_get(z))[:len(ids)]
       tmp = path + ".tmp.npz"
-      np.savez(tmp, logits=z.astype(np.float32), ids=data["id"][idx][valid])
+      np.savez(tmp, logits=z.astype(np.float32), ids=ids)
       os.replace(tmp, path)
     computed += 1
     if computed % max(nb // 5, 1) == 0:

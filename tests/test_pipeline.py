@@ -28,8 +28,8 @@ def _params(workdir, stage="student", which="latest"):
 def _leaves(workdir, stage="teacher", which="latest"):
   cfg = smoke_config()
   data = {"num_classes": 10, "shape": (28, 28, 1)}
-  _, p, _ = loop.load_stage_model(cfg, stage, workdir, data, parallel.make_mesh(), which=which)
-  return [np.asarray(x) for x in jax.tree.leaves(p)]
+  m = loop.load_stage_model(cfg, stage, workdir, data, parallel.make_mesh(), which=which)
+  return [np.asarray(x) for x in jax.tree.leaves(m.params)]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any, NamedTuple
 
 from flax import nnx
 import jax
@@ -99,8 +100,17 @@ def _val_eval_fn(config, stage_cfg, apply):
                                  cw_steps=0, unroll=a.unroll)
 
 
-def load_stage_model(config, name: str, workdir: str, data: dict, mesh, *, which: str = "best"):
-  """``(graphdef, params, stats)`` of a trained stage, replicated on ``mesh``."""
+class StageModel(NamedTuple):
+  graphdef: Any
+  params: Any
+  stats: Any
+  step: int
+
+
+def load_stage_model(config, name: str, workdir: str, data: dict, mesh, *, which: str = "best"
+                     ) -> StageModel:
+  """The newest ``which`` ('best' or 'latest') checkpoint of a trained stage, replicated on
+  ``mesh``; falls back to 'latest' when the stage has no best checkpoint."""
   sdir = (config.teacher.workdir if name == "teacher" and config.teacher.workdir
           else stage_dir(workdir, name))
   stage_cfg = config[name]
@@ -108,8 +118,8 @@ def load_stage_model(config, name: str, workdir: str, data: dict, mesh, *, which
   graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   repl = parallel.replicated(mesh)
   ck = ckpt_lib.Checkpointer(sdir)
-  steps = ck.steps(which) or ck.steps("latest")
   kind = which if ck.steps(which) else "latest"
+  steps = ck.steps(kind)
   if not steps:
     raise FileNotFoundError(f"no checkpoint of stage {name!r} in {sdir}; train it first")
   tx = step_lib.make_optimizer(stage_cfg.optim, 1)
@@ -117,7 +127,7 @@ def load_stage_model(config, name: str, workdir: str, data: dict, mesh, *, which
                                 "step": jnp.zeros((), jnp.int32)}, repl)
   state, _ = ck.restore(steps[-1], abstract, kind=kind)
   ck.close()
-  return graphdef, state["params"], state["stats"]
+  return StageModel(graphdef, state["params"], state["stats"], steps[-1])
 
 
 def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=None) -> dict:
@@ -268,7 +278,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if "teacher" in names and not config.teacher.workdir:
     train_stage(config, "teacher", workdir, data, mesh)
   if "precompute" in names:
-    g, p, s = load_stage_model(config, "teacher", workdir, data, mesh)
+    g, p, s, _ = load_stage_model(config, "teacher", workdir, data, mesh)
     apply = step_lib.make_apply(g, config.teacher.temperature)
     teacher_lib.precompute(apply, p, s, data["train"], logits_dir, mesh,
                            batch_size=config.eval.batch_size,
@@ -277,7 +287,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     teacher = None
     if step_lib.needs_teacher(config.student):
       if config.teacher.source == "online":
-        g, p, s = load_stage_model(config, "teacher", workdir, data, mesh)
+        g, p, s, _ = load_stage_model(config, "teacher", workdir, data, mesh)
         teacher = {"graphdef": g, "params": p, "stats": s}
       else:
         logits, ids = teacher_lib.load(logits_dir)
@@ -294,7 +304,7 @@ def evaluate_stage(config, name: str, workdir: str, data: dict, mesh) -> dict:
   e = config.eval
   stage_cfg = config[name]
   eps = e.eps if e.eps >= 0 else stage_cfg.attack.eps
-  g, p, s = load_stage_model(config, name, workdir, data, mesh)
+  g, p, s, _ = load_stage_model(config, name, workdir, data, mesh)
   apply = step_lib.make_apply(g, stage_cfg.temperature)
   fn = evaluation.make_eval_fn(apply, eps=eps, norm=stage_cfg.attack.norm, pgd_steps=e.pgd_steps,
                                pgd_step_size=e.pgd_step_size, cw_steps=e.cw_steps,
@@ -361,10 +371,6 @@ def restore_model(workdir: str, *, which: str = "best", stage: str | None = None
   _, shape, num_classes = pipeline.INFO[d.name]
   mesh = parallel.make_mesh(1, devices=jax.local_devices())
   data = {"num_classes": num_classes, "shape": shape}
-  g, p, s = load_stage_model(config, stage, workdir, data, mesh, which=which)
-  module = nnx.merge(g, p, s)
-  ck = ckpt_lib.Checkpointer(sdir)
-  steps = ck.steps(which) or ck.steps()
-  ck.close()
-  return RestoredModel(module, config, stage, steps[-1],
+  m = load_stage_model(config, stage, workdir, data, mesh, which=which)
+  return RestoredModel(nnx.merge(m.graphdef, m.params, m.stats), config, stage, m.step,
                        read_jsonl(os.path.join(sdir, "metrics.jsonl")))
