@@ -70,7 +70,7 @@ def default_unroll(steps: int) -> int:
   return max(int(steps), 1) if jax.default_backend() == "cpu" else 1
 
 
-def _per_example_norm(v):
+def per_example_norm(v):
   return jnp.sqrt(jnp.sum(v * v, axis=tuple(range(1, v.ndim)), keepdims=True))
 
 
@@ -80,7 +80,7 @@ def project(x_adv, x, *, eps, norm):
   if norm == "linf":
     delta = jnp.clip(delta, -eps, eps)
   else:
-    delta = delta * jnp.minimum(1.0, eps / (_per_example_norm(delta) + 1e-12))
+    delta = delta * jnp.minimum(1.0, eps / (per_example_norm(delta) + 1e-12))
   return jnp.clip(x + delta, 0.0, 1.0)
 
 
@@ -94,7 +94,7 @@ def random_init(rng, x, *, eps, norm, init):
     return jnp.clip(x + jax.random.uniform(rng, x.shape, x.dtype, -eps, eps), 0.0, 1.0)
   k1, k2 = jax.random.split(rng)
   d = jax.random.normal(k1, x.shape, x.dtype)
-  d = d / (_per_example_norm(d) + 1e-12)
+  d = d / (per_example_norm(d) + 1e-12)
   r = jax.random.uniform(k2, (x.shape[0],) + (1,) * (x.ndim - 1), x.dtype)
   return project(x + eps * r * d, x, eps=eps, norm=norm)
 
@@ -140,7 +140,7 @@ def pgd(logits_fn: Callable[[jax.Array], Any], x: jax.Array, target: Any = None,
     if norm == "linf":
       xa = xa + step_size * jnp.sign(g)
     else:
-      xa = xa + step_size * g / (_per_example_norm(g) + 1e-12)
+      xa = xa + step_size * g / (per_example_norm(g) + 1e-12)
     return project(xa, x, eps=eps, norm=norm)
 
   x0 = random_init(rng, x, eps=eps, norm=norm, init=init)

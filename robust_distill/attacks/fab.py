@@ -1,0 +1,249 @@
+"""FAB-T, the targeted Fast Adaptive Boundary attack (Croce & Hein, ICML 2020), as a pure function
+of a logits function.
+
+FAB looks for the smallest perturbation that changes the class: at each step it linearises
+``z_t - z_y`` around the current iterate, projects both the iterate and the clean point onto the
+zero set of that linearisation (intersected with the box [0, 1]^d), moves to a convex combination
+of the two projections with overshoot ``eta``, and after each success steps back towards the
+clean point by ``beta``. AutoAttack counts a point as broken only when the smallest adversarial
+perturbation found has norm at most ``eps``.
+
+Follows fra31/auto-attack ``fab_base.py`` / ``fab_projections.py`` (shared/docs/evaluation.md
+section 3): 100 iterations, ``alpha_max = 0.1``, ``eta = 1.05``, ``beta = 0.9``, targets the
+top-9 runner-up classes of the clean logits, one restart with no random start (so FAB-T in the
+standard protocol is deterministic). The box-constrained projections are written with static
+shapes: ``argsort``/``cumsum`` per row and a fixed-length binary search, with every branch
+computed and selected by ``where``.
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from robust_distill.attacks import apgd as apgd_lib
+
+
+def _take(a, idx):
+  return jnp.take_along_axis(a, idx, axis=1)
+
+
+def _safe_div(num, den):
+  ok = den != 0
+  return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+
+
+def projection_linf(t: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+  """Per row, the smallest-L-inf ``d`` with ``<w, t + d> = b`` and ``0 <= t + d <= 1``; where no
+  such ``d`` exists, the box corner that moves ``<w, .>`` furthest towards ``b``.
+
+  Args: ``t`` points ``[N, D]``, ``w`` normals ``[N, D]``, ``b`` offsets ``[N]``.
+  """
+  n, dim = t.shape
+  sign = jnp.where(jnp.sum(w * t, 1) - b >= 0, 1.0, -1.0)
+  w = w * sign[:, None]
+  b = b * sign
+  a = (w < 0).astype(t.dtype)
+  nz = (w != 0).astype(t.dtype)
+  d = (a - t) * nz
+  p = a - t * (2 * a - 1)
+  indp = jnp.argsort(p, axis=1)
+  b = b - jnp.sum(w * t, 1)
+  b0 = jnp.sum(w * d, 1)
+  indp2 = indp[:, ::-1]
+  ws = _take(w, indp2)
+  bs2 = -ws * _take(d, indp2)
+  s = jnp.cumsum(jnp.abs(ws), axis=1)
+  sb = jnp.cumsum(bs2, axis=1) + b0[:, None]
+  b2 = sb[:, -1] - s[:, -1] * _take(p, indp[:, :1])[:, 0]
+  c_l = b - b2 > 0
+  c2 = (b - b0 > 0) & ~c_l
+  lb = jnp.zeros((n,), jnp.int32)
+  ub = jnp.full((n,), dim - 1, jnp.int32)
+  for _ in range(math.ceil(math.log2(dim))):
+    m = (lb + ub) // 2
+    idx = _take(indp, (dim - 1 - m)[:, None])
+    val = _take(sb, m[:, None])[:, 0] - _take(s, m[:, None])[:, 0] * _take(p, idx)[:, 0]
+    c = b - val > 0
+    lb = jnp.where(c, m, lb)
+    ub = jnp.where(c, ub, m)
+  lam_l = jnp.maximum(_safe_div(b - sb[:, -1], -s[:, -1]), 0.0)[:, None]
+  d_l = (2 * a - 1) * lam_l
+  sb_lb = _take(sb, lb[:, None])[:, 0]
+  s_lb = _take(s, lb[:, None])[:, 0]
+  lam_2 = jnp.maximum(_safe_div(b - sb_lb, -s_lb), 0.0)[:, None]
+  d_2 = jnp.minimum(lam_2, d) * a + jnp.maximum(-lam_2, d) * (1 - a)
+  d = jnp.where(c_l[:, None], d_l, jnp.where(c2[:, None], d_2, d))
+  return d * nz
+
+
+def projection_l2(t: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+  """Per row, the smallest-L2 ``d`` with ``<w, t + d> = b`` and ``0 <= t + d <= 1`` (or the
+  closest feasible move when the hyperplane does not meet the box)."""
+  n, dim = t.shape
+  c = jnp.sum(w * t, 1) - b
+  sgn = jnp.where(c >= 0, 1.0, -1.0)
+  w = w * sgn[:, None]
+  c = c * sgn
+  small = jnp.abs(w) < 1e-8
+  w_safe = jnp.where(small, 1.0, w)
+  r = jnp.clip(jnp.maximum(t / w_safe, (t - 1) / w_safe), -1e12, 1e12)
+  r = jnp.where(small, 1e12, r)
+  r = jnp.where(r == -1e12, 1e12, r)
+  indr = jnp.argsort(r, axis=1)
+  rs = _take(r, indr)
+  rs2 = jnp.concatenate([rs[:, 1:], jnp.zeros((n, 1), rs.dtype)], axis=1)
+  rs = jnp.where(rs == 1e12, 0.0, rs)
+  rs2 = jnp.where(rs2 == 1e12, 0.0, rs2)
+  w3s = _take(w * w, indr)
+  w5 = jnp.sum(w3s, axis=1, keepdims=True)
+  ws = w5 - jnp.cumsum(w3s, axis=1)
+  d = -(r * w) * (~small)
+  s = jnp.concatenate([-w5 * rs[:, :1], jnp.cumsum((-rs2 + rs) * ws, axis=1) - w5 * rs[:, :1]],
+                      axis=1)
+  c4 = s[:, 0] + c < 0
+  c3 = jnp.sum(d * w, 1) + c > 0
+  c2 = ~(c4 | c3)
+  lb = jnp.zeros((n,), jnp.int32)
+  ub = jnp.full((n,), dim - 1, jnp.int32)
+  for _ in range(math.ceil(math.log2(dim))):
+    m = (lb + ub) // 2
+    cc = _take(s, m[:, None])[:, 0] + c > 0
+    lb = jnp.where(cc, m, lb)
+    ub = jnp.where(cc, ub, m)
+  alpha4 = _safe_div(c, w5[:, 0])
+  d4 = -alpha4[:, None] * w
+  s_lb = _take(s, lb[:, None])[:, 0]
+  ws_lb = _take(ws, lb[:, None])[:, 0]
+  rs_lb = _take(rs, lb[:, None])[:, 0]
+  alpha2 = jnp.where(ws_lb == 0, 0.0, _safe_div(s_lb + c, ws_lb) + rs_lb)
+  c5 = (alpha2[:, None] > r).astype(t.dtype)
+  d2 = d * c5 - alpha2[:, None] * w * (1 - c5)
+  d = jnp.where(c4[:, None], d4, jnp.where(c2[:, None], d2, d))
+  return d * (~small)
+
+
+PROJECTIONS = {"linf": projection_linf, "l2": projection_l2}
+
+
+def _flat_norm(v, norm):
+  v = v.reshape(v.shape[0], -1)
+  if norm == "linf":
+    return jnp.max(jnp.abs(v), axis=1)
+  return jnp.sqrt(jnp.sum(v * v, axis=1))
+
+
+@dataclasses.dataclass(frozen=True)
+class FAB:
+  """One targeted FAB run from the clean point, split into ``init`` / ``step`` / ``result`` (see
+  ``robust_distill.attacks.apgd.APGD`` for why). Fields: ``norm``, ``n_iter`` (100),
+  ``alpha_max`` (0.1), ``eta`` (1.05), ``beta`` (0.9)."""
+  norm: str = "linf"
+  n_iter: int = 100
+  alpha_max: float = 0.1
+  eta: float = 1.05
+  beta: float = 0.9
+
+  def __post_init__(self):
+    if self.norm not in PROJECTIONS:
+      raise ValueError(f"Unknown norm {self.norm!r}; valid: {list(PROJECTIONS)}")
+
+  @staticmethod
+  def init(x, y_target) -> dict:
+    x = jax.lax.stop_gradient(x)
+    return dict(y_t=y_target, x1=x, adv=x, res2=jnp.full((x.shape[0],), 1e10, x.dtype))
+
+  def step(self, logits_fn, x, y, s: dict, i=None) -> dict:
+    del i
+    proj = PROJECTIONS[self.norm]
+    bsz = x.shape[0]
+    bshape = (bsz,) + (1,) * (x.ndim - 1)
+    x0 = x.reshape(bsz, -1)
+    y_t = s["y_t"]
+
+    def diff(xx):
+      z = logits_fn(xx)
+      df = (jnp.take_along_axis(z, y_t[:, None], 1)[:, 0]
+            - jnp.take_along_axis(z, y[:, None], 1)[:, 0])
+      return jnp.sum(df), df
+
+    x1 = s["x1"]
+    dg, df = jax.grad(diff, has_aux=True)(x1)
+    w = dg.reshape(bsz, -1)
+    b = -df + jnp.sum(w * x1.reshape(bsz, -1), 1)
+    d3 = proj(jnp.concatenate([x1.reshape(bsz, -1), x0], 0), jnp.concatenate([w, w], 0),
+              jnp.concatenate([b, b], 0))
+    d1 = d3[:bsz].reshape(x.shape)
+    d2 = d3[bsz:].reshape(x.shape)
+    a0 = jnp.maximum(_flat_norm(d3, self.norm), 1e-8)
+    a1, a2 = a0[:bsz], a0[bsz:]
+    alpha = jnp.clip(a1 / (a1 + a2), 0.0, self.alpha_max).reshape(bshape)
+    x1 = jnp.clip((x1 + self.eta * d1) * (1 - alpha) + (x + d2 * self.eta) * alpha, 0.0, 1.0)
+    is_adv = jnp.argmax(logits_fn(x1), -1) != y
+    t = _flat_norm(x1 - x, self.norm)
+    better = is_adv & (t < s["res2"])
+    adv = jnp.where(better.reshape(bshape), x1, s["adv"])
+    res2 = jnp.where(better, t, s["res2"])
+    x1 = jnp.where(is_adv.reshape(bshape), x + (x1 - x) * self.beta, x1)
+    return dict(y_t=y_t, x1=x1, adv=adv, res2=res2)
+
+  @staticmethod
+  def result(s: dict) -> tuple[jax.Array, jax.Array]:
+    return jax.lax.stop_gradient(s["adv"]), s["res2"]
+
+
+def fab_single(logits_fn, x, y, y_target, *, norm: str = "linf", n_iter: int = 100,
+               alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
+               unroll: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """One targeted FAB run from the clean point (no random start).
+
+  Returns ``(adv, res)``: the adversarial point of smallest ``norm`` found for each example
+  (``x`` where none was found) and that norm (``1e10`` where none was found).
+  """
+  f = FAB(norm=norm, n_iter=n_iter, alpha_max=alpha_max, eta=eta, beta=beta)
+  x = jax.lax.stop_gradient(x)
+  unroll = 1 if unroll is None or unroll < 1 else int(unroll)
+  s = jax.lax.fori_loop(0, n_iter, lambda i, st: f.step(logits_fn, x, y, st, i),
+                        FAB.init(x, y_target), unroll=unroll)
+  return FAB.result(s)
+
+
+def fab_broken(logits_fn, x, y, adv, *, eps: float, norm: str) -> jax.Array:
+  """AutoAttack's success test for FAB: misclassified at ``adv`` and ``||adv - x|| <= eps``."""
+  return (jnp.argmax(logits_fn(adv), -1) != y) & (_flat_norm(adv - x, norm) <= eps)
+
+
+def fab_targeted(logits_fn, x, y, *, eps: float, norm: str = "linf", n_target_classes: int = 9,
+                 n_iter: int = 100, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
+                 active=None, unroll: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """FAB-T as in AutoAttack: one FAB run per target (the 2nd .. ``n_target_classes + 1``-th
+  largest clean logit), on the examples still robust, stopping when none is.
+
+  A point is broken when FAB found an adversarial point within ``eps`` of it. Returns
+  ``(x_adv, robust)``; inactive or misclassified examples come back as not robust, ``x_adv = x``.
+  """
+  clean = logits_fn(x)
+  if n_target_classes + 1 > clean.shape[-1]:
+    raise ValueError(f"FAB-T: n_target_classes + 1 = {n_target_classes + 1} > "
+                     f"{clean.shape[-1]} classes")
+  targets = apgd_lib.target_classes(clean, n_target_classes)
+  robust0 = jnp.argmax(clean, -1) == y
+  if active is not None:
+    robust0 = robust0 & active
+  bshape = (x.shape[0],) + (1,) * (x.ndim - 1)
+
+  def cond(c):
+    t, robust, _ = c
+    return (t < n_target_classes) & jnp.any(robust)
+
+  def body(c):
+    t, robust, x_adv = c
+    adv, _ = fab_single(logits_fn, x, y, targets[t], norm=norm, n_iter=n_iter,
+                        alpha_max=alpha_max, eta=eta, beta=beta, unroll=unroll)
+    still = ~fab_broken(logits_fn, x, y, adv, eps=eps, norm=norm)
+    newly = robust & ~still
+    return t + 1, robust & still, jnp.where(newly.reshape(bshape), adv, x_adv)
+
+  _, robust, x_adv = jax.lax.while_loop(cond, body, (jnp.int32(0), robust0, x))
+  return x_adv, robust

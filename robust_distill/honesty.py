@@ -1,0 +1,151 @@
+"""Checks that a robust-accuracy number is honest (shared/docs/evaluation.md sections 5 and 6).
+
+Each check returns ``{"name", "ok", "value", "detail"}``; ``ok`` is False for a red flag. They
+never stop an evaluation: the flags are printed beside the numbers and stored in the JSON.
+
+* ``deterministic``: the eval-mode forward gives the same logits twice and inside a different
+  batch (reversed order), as AutoAttack's randomness check (max L2 distance between
+  L2-normalised logit vectors <= 1e-4, same number of correct predictions).
+* ``logits_not_probabilities``: the attacked outputs are not a probability distribution.
+* ``gradients``: no zero or non-finite input gradient of CE and DLR at the clean points.
+* ``eps_monotone``: robust accuracy does not rise as eps grows (at least 3 values of eps), and
+  is near 0 at the largest.
+* ``more_iterations``: APGD-CE with 2x iterations and 2 restarts does not give a higher robust
+  accuracy than with 1x iterations and 1 restart (tolerance: one point in 100, or 1 example).
+* ``square_vs_whitebox``: the black-box Square attack breaks at most 0.2% of the points that
+  survived the white-box attacks (AutoAttack's ``check_square_sr``); more means the gradients
+  mislead the white-box attacks (gradient masking).
+* ``attacked_is_reported``: the function attacked is the deployed function (temperature,
+  normalisation and BatchNorm mode included): its logits equal those of
+  ``robust_distill.restore(workdir)``'s model, and its clean accuracy equals the reported one.
+* ``perturbation_bounds``: every returned point lies in the eps-ball and in [0, 1].
+"""
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from robust_distill.attacks import apgd as apgd_lib
+from robust_distill.losses import core, extra
+
+
+def _check(name, ok, value, detail):
+  return {"name": name, "ok": bool(ok), "value": value, "detail": detail}
+
+
+def deterministic(logits_fn, x) -> dict:
+  a = np.asarray(logits_fn(x))
+  b = np.asarray(logits_fn(x))
+  c = np.asarray(logits_fn(x[::-1]))[::-1]
+  def nrm(v):
+    return v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-12)
+  dist = float(max(np.max(np.linalg.norm(nrm(a) - nrm(b), axis=1)),
+                   np.max(np.linalg.norm(nrm(a) - nrm(c), axis=1))))
+  same = (np.argmax(a, 1) == np.argmax(b, 1)).all() and (np.argmax(a, 1) == np.argmax(c, 1)).all()
+  return _check("deterministic", dist <= 1e-4 and same, dist,
+                "max L2 distance between normalised logits over repeated calls and a reversed "
+                "batch (<= 1e-4)")
+
+
+def logits_not_probabilities(logits_fn, x) -> dict:
+  z = np.asarray(logits_fn(x))
+  probs = z.max() < 1 + 1e-5 and z.min() > -1e-5 and np.allclose(z.sum(1), 1.0, atol=1e-5)
+  return _check("logits_not_probabilities", not probs, float(np.abs(z.sum(1) - 1).max()),
+                "outputs must be logits, not a probability distribution")
+
+
+def gradients(logits_fn, x, y) -> dict:
+  def g(loss):
+    return jax.grad(lambda v: jnp.sum(loss(logits_fn(v), y)))(x)
+  out = {}
+  for name, loss in (("ce", core.cross_entropy), ("dlr", extra.dlr)):
+    gr = np.asarray(g(loss)).reshape(len(y), -1)
+    out[name] = {"zero": int((np.abs(gr).sum(1) == 0).sum()),
+                 "nonfinite": int((~np.isfinite(gr)).any(1).sum())}
+  bad = sum(v["zero"] + v["nonfinite"] for v in out.values())
+  return _check("gradients", bad == 0, out,
+                f"points with zero or non-finite input gradient of CE / DLR, of {len(y)}")
+
+
+def eps_monotone(logits_fn, x, y, *, eps, norm, factors=(0.25, 0.5, 1.0, 2.0, 4.0), n_iter=100,
+                 seed=0, unroll=None) -> dict:
+  accs = {}
+  fn = jax.jit(lambda xx, yy, e: _apgd_acc_traced(logits_fn, xx, yy, e, norm, n_iter, seed,
+                                                  unroll))
+  for f in factors:
+    accs[f"{f * eps:.6g}"] = float(fn(x, y, f * eps))
+  vals = list(accs.values())
+  mono = all(vals[i + 1] <= vals[i] + 1e-9 for i in range(len(vals) - 1))
+  return _check("eps_monotone", mono, accs,
+                f"APGD-CE robust accuracy on {len(y)} points at eps x {list(factors)}: must not "
+                f"rise with eps (last value should be near 0)")
+
+
+def _apgd_acc_traced(logits_fn, x, y, eps, norm, n_iter, seed, unroll):
+  robust = jnp.argmax(logits_fn(x), -1) == y
+  _, ok = apgd_lib.apgd(logits_fn, x, y, eps=eps, norm=norm, loss="ce", n_iter=n_iter,
+                        rng=jax.random.key(seed), unroll=unroll)
+  return jnp.mean(robust & ok)
+
+
+def more_iterations(logits_fn, x, y, *, eps, norm, n_iter=100, seed=0, unroll=None) -> dict:
+  base = jax.jit(lambda xx, yy: _apgd_acc_traced(logits_fn, xx, yy, eps, norm, n_iter, seed,
+                                                 unroll))
+  a = float(base(x, y))
+  # Two restarts of 2x iterations: robust only if robust under both.
+  r1 = jax.jit(lambda xx, yy: _robust_mask(logits_fn, xx, yy, eps, norm, 2 * n_iter, seed + 1,
+                                           unroll))(x, y)
+  r2 = jax.jit(lambda xx, yy: _robust_mask(logits_fn, xx, yy, eps, norm, 2 * n_iter, seed + 2,
+                                           unroll))(x, y)
+  b = float(np.mean(np.asarray(r1) & np.asarray(r2)))
+  tol = max(0.01, 1.0 / len(y))
+  return _check("more_iterations", b <= a + tol,
+                {f"apgd_ce_{n_iter}x1": a, f"apgd_ce_{2 * n_iter}x2": b},
+                f"robust accuracy on {len(y)} points must not rise with 2x iterations and 2 "
+                f"restarts (tolerance {tol:.3f})")
+
+
+def _robust_mask(logits_fn, x, y, eps, norm, n_iter, seed, unroll):
+  robust = jnp.argmax(logits_fn(x), -1) == y
+  _, ok = apgd_lib.apgd(logits_fn, x, y, eps=eps, norm=norm, loss="ce", n_iter=n_iter,
+                        rng=jax.random.key(seed), unroll=unroll)
+  return robust & ok
+
+
+def square_vs_whitebox(n_total: int, broken_by_square: int, threshold: float = 0.002) -> dict:
+  frac = broken_by_square / max(n_total, 1)
+  return _check("square_vs_whitebox", frac <= threshold, frac,
+                f"fraction of all points broken by Square after the white-box attacks "
+                f"(<= {threshold}); more suggests gradient masking")
+
+
+def attacked_is_reported(logits_fn, reference_fn, x, *, clean_acc=None, reported_clean=None,
+                         info=None) -> dict:
+  a = np.asarray(logits_fn(x))
+  b = np.asarray(reference_fn(x))
+  diff = float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
+  ok = diff <= 1e-4
+  value = {"max_rel_logit_diff": diff, **(info or {})}
+  if clean_acc is not None and reported_clean is not None:
+    value.update(clean_acc=clean_acc, reported_clean_acc=reported_clean)
+    ok = ok and abs(clean_acc - reported_clean) < 1e-9
+  return _check("attacked_is_reported", ok, value,
+                "the attacked function equals the deployed model (restore(workdir)) and gives "
+                "the reported clean accuracy")
+
+
+def perturbation_bounds(max_dist: float, eps: float, min_val: float, max_val: float) -> dict:
+  ok = max_dist <= eps + 1e-5 and min_val >= 0.0 and max_val <= 1.0
+  return _check("perturbation_bounds", ok,
+                {"max_dist": max_dist, "min": min_val, "max": max_val},
+                "adversarial points lie in the eps-ball (float slack 1e-5) and in [0, 1]")
+
+
+def table(checks: list[dict]) -> str:
+  lines = []
+  for c in checks:
+    v = c["value"]
+    if isinstance(v, float):
+      v = f"{v:.4g}"
+    lines.append(f"  [{'ok' if c['ok'] else 'FLAG'}] {c['name']}: {v}")
+  return "\n".join(lines)

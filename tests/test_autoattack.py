@@ -1,0 +1,200 @@
+"""AutoAttack in JAX: threat-model bounds, strength against PGD, FAB's exactness on a linear model,
+Square without gradients, and the resumable, sharded evaluation loop."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from robust_distill import attacks, parallel
+from robust_distill.attacks import apgd, autoattack as aa, fab, square
+from robust_distill import evaluate as ev
+
+TINY = dict(n_iter=10, fab_iter=10, n_queries=40, n_target_classes=3)
+
+
+def _toy_data(n=256, classes=5, seed=0):
+  r = np.random.RandomState(seed)
+  means = r.uniform(0.3, 0.7, (classes, 8, 8, 1))
+  y = r.randint(0, classes, n)
+  x = np.clip(means[y] + 0.08 * r.randn(n, 8, 8, 1), 0, 1).astype(np.float32)
+  return x, y.astype(np.int32)
+
+
+def _mlp(p, x):
+  h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["w1"] + p["b1"])
+  return h @ p["w2"] + p["b2"]
+
+
+@pytest.fixture(scope="module")
+def toy():
+  """A small MLP trained (clean) on separable synthetic 8x8 images: about half robust at
+  eps 0.08 (PGD-20), robust at 0.05, not at 0.15."""
+  x, y = _toy_data()
+  r = np.random.RandomState(1)
+  p = {"w1": jnp.asarray(r.randn(64, 32) * 0.2, jnp.float32), "b1": jnp.zeros(32),
+       "w2": jnp.asarray(r.randn(32, 5) * 0.2, jnp.float32), "b2": jnp.zeros(5)}
+  tx = optax.adam(1e-2)
+  opt = tx.init(p)
+
+  @jax.jit
+  def step(p, opt):
+    g = jax.grad(lambda q: optax.softmax_cross_entropy_with_integer_labels(_mlp(q, x), y).mean())(p)
+    u, opt = tx.update(g, opt)
+    return optax.apply_updates(p, u), opt
+
+  for _ in range(150):
+    p, opt = step(p, opt)
+  acc = float(jnp.mean(jnp.argmax(_mlp(p, x), -1) == y))
+  assert acc > 0.95
+  return p, jnp.asarray(x), jnp.asarray(y)
+
+
+def _dist(xa, x, norm):
+  v = np.asarray(xa - x).reshape(len(x), -1)
+  return np.abs(v).max(1) if norm == "linf" else np.sqrt((v * v).sum(1))
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"])
+def test_attack_stays_in_ball_and_box(toy, name, norm, eps):
+  p, x, y = toy
+  x, y = x[:32], y[:32]
+  fn = jax.jit(lambda x, y: aa.attack_batch(name, lambda v: _mlp(p, v), x, y,
+                                            jnp.ones(len(y), bool), eps=eps, norm=norm,
+                                            rng=jax.random.key(0), **TINY))
+  xa, robust = fn(x, y)
+  assert _dist(xa, x, norm).max() <= eps + 1e-5
+  assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
+  # Points reported broken are misclassified at the returned image.
+  wrong = np.asarray(jnp.argmax(_mlp(p, xa), -1) != y)
+  clean_ok = np.asarray(jnp.argmax(_mlp(p, x), -1) == y)
+  assert (wrong[clean_ok & ~np.asarray(robust)]).all()
+
+
+def test_apgd_at_least_as_strong_as_pgd20(toy):
+  p, x, y = toy
+  lf = lambda v: _mlp(p, v)
+  eps = 0.08
+  clean = np.asarray(jnp.argmax(lf(x), -1) == y)
+  xp = attacks.pgd(lf, x, y, eps=eps, step_size=2.5 * eps / 20, steps=20, objective="ce",
+                   rng=jax.random.key(1))
+  pgd_acc = (clean & np.asarray(jnp.argmax(lf(xp), -1) == y)).mean()
+  _, r = jax.jit(lambda x, y: apgd.apgd(lf, x, y, eps=eps, loss="ce", n_iter=100,
+                                        rng=jax.random.key(2), unroll=1))(x, y)
+  apgd_acc = (clean & np.asarray(r)).mean()
+  assert 0.05 < pgd_acc < 0.95  # the toy model is partly robust at this eps
+  assert apgd_acc <= pgd_acc
+
+
+def test_apgd_checkpoints_follow_autoattack_schedule():
+  is_ck, ks = apgd.checkpoint_schedule(100)
+  assert list(np.nonzero(is_ck)[0]) == [21, 40, 56, 69, 79, 86, 92, 98]
+  assert list(ks[is_ck]) == [22, 19, 16, 13, 10, 7, 6, 6]
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_finds_exact_minimal_perturbation_on_linear_model(norm):
+  r = np.random.RandomState(3)
+  w = jnp.asarray(r.randn(64, 2) * 0.1, jnp.float32)
+  c = jnp.asarray([0.3, 0.0], jnp.float32)
+  lf = lambda v: v.reshape(v.shape[0], -1) @ w + c
+  x = jnp.asarray(0.5 + 0.02 * r.randn(16, 8, 8, 1), jnp.float32)
+  z = lf(x)
+  y = jnp.argmax(z, -1)
+  t = 1 - y
+  wd = np.asarray(w[:, 1] - w[:, 0])
+  margin = np.abs(np.asarray(z[:, 1] - z[:, 0]))
+  exact = margin / (np.abs(wd).sum() if norm == "linf" else np.sqrt((wd ** 2).sum()))
+  assert exact.max() < 0.4  # the box [0, 1] does not bind: the closed form is the answer
+  adv, res = jax.jit(lambda x: fab.fab_single(lf, x, y, t, norm=norm, n_iter=100))(x)
+  res = np.asarray(res)
+  # Never below the true minimum; within FAB's precision (eta overshoot, beta back-steps) of it.
+  assert (res >= exact * (1 - 1e-5)).all()
+  np.testing.assert_allclose(res, exact, rtol=1e-2)
+  assert (np.asarray(jnp.argmax(lf(adv), -1)) != np.asarray(y)).all()
+
+
+def test_square_needs_only_a_logits_oracle(toy):
+  p, x, y = toy
+  pn = jax.tree.map(np.asarray, p)
+
+  def oracle_np(v):
+    h = np.maximum(v.reshape(v.shape[0], -1) @ pn["w1"] + pn["b1"], 0)
+    return (h @ pn["w2"] + pn["b2"]).astype(np.float32)
+
+  def oracle(v):
+    return jax.pure_callback(oracle_np, jax.ShapeDtypeStruct((v.shape[0], 5), jnp.float32), v)
+
+  with pytest.raises(Exception):  # the oracle has no gradient
+    jax.grad(lambda v: oracle(v).sum())(x[:2])
+  clean = np.asarray(jnp.argmax(_mlp(p, x), -1) == y)
+  xa, robust, queries = jax.jit(lambda x, y: square.square(oracle, x, y, eps=0.15, norm="linf",
+                                                           n_queries=1000, rng=jax.random.key(0))
+                                )(x, y)
+  robust = np.asarray(robust)
+  assert robust.sum() < 0.5 * clean.sum()  # it breaks most points
+  assert (np.asarray(jnp.argmax(_mlp(p, xa), -1) != y)[clean & ~robust]).all()
+  assert np.asarray(queries).max() <= 1001
+
+
+def _apply(params, stats, x, *, train=False):
+  del train
+  return _mlp(params, x), stats
+
+
+def _protocol(toy, tmp_path, name, mesh, **kw):
+  p, x, y = toy
+  images = np.asarray(np.round(np.asarray(x) * 255), np.uint8)
+  p = parallel.replicate(p, mesh)
+  return ev.run_protocol(_apply, p, {}, images, np.asarray(y), names=aa.resolve("standard"),
+                         opts=aa.options(**TINY), eps=0.08, norm="linf", mesh=mesh,
+                         batch_size=64, seed=0, state_path=str(tmp_path / f"{name}.npz"),
+                         log=lambda s: None, **kw)
+
+
+def test_interrupted_evaluation_resumes_to_the_same_result(toy, tmp_path):
+  mesh = parallel.make_mesh()
+  full = _protocol(toy, tmp_path, "full", mesh)
+  with pytest.raises(ev.Stopped):
+    _protocol(toy, tmp_path, "cut", mesh, stop_after_batches=6)
+  part = dict(np.load(tmp_path / "cut.npz"))
+  assert (part["clean"] >= 0).all() and not part["seen"][-1].any()  # stopped mid-way
+  resumed = _protocol(toy, tmp_path, "cut", mesh)
+  np.testing.assert_array_equal(resumed["broken_by"], full["broken_by"])
+  np.testing.assert_array_equal(resumed["clean"], full["clean"])
+  robust = ((full["clean"] == 1) & (full["broken_by"] < 0)).mean()
+  assert 0.0 < robust < (full["clean"] == 1).mean()  # some points broken, some not
+
+
+def test_result_on_8_devices_equals_result_on_1(toy, tmp_path):
+  assert len(jax.devices()) == 8
+  r8 = _protocol(toy, tmp_path, "d8", parallel.make_mesh(8))
+  r1 = _protocol(toy, tmp_path, "d1", parallel.make_mesh(1))
+  np.testing.assert_array_equal(r8["broken_by"], r1["broken_by"])
+
+
+def test_bad_attack_names_and_options_fail_before_compute():
+  with pytest.raises(ValueError, match="valid"):
+    aa.resolve("apgd-ce,pgd-1000")
+  with pytest.raises(ValueError, match="Unknown AutoAttack option"):
+    aa.options(n_iters=5)
+  assert aa.resolve("standard") == ("apgd-ce", "apgd-t", "fab-t", "square")
+  assert os.path.basename(ev.__file__) == "evaluate.py"
+
+
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-t", "fab-t", "square"])
+def test_host_driven_loops_match_the_single_jit_program(toy, name):
+  p, x, y = toy
+  x, y = x[:64], y[:64]
+  active = jnp.arange(64) % 5 != 0
+  key = jax.random.key(3)
+  xa1, r1 = jax.jit(lambda x, y: aa.attack_batch(name, lambda v: _mlp(p, v), x, y, active,
+                                                 eps=0.08, norm="linf", rng=key, **TINY))(x, y)
+  runner = aa.HostRunner(lambda v, z: _mlp(v, z), eps=0.08, norm="linf", chunk=4, **TINY)
+  xa2, r2 = runner.run(name, p, x, y, active, key)
+  np.testing.assert_array_equal(np.asarray(r1), np.asarray(r2))
+  np.testing.assert_allclose(np.asarray(xa1), np.asarray(xa2), atol=1e-5)
