@@ -31,7 +31,10 @@ def stage(*, model="small_cnn", model_kwargs=None, epochs=1.0, batch_size=128, l
           loss=None, attack_cfg=None, temperature=1.0) -> ml_collections.ConfigDict:
   """A training stage: model, optimiser, attack and config-weighted loss terms."""
   losses = dict(ce_clean=0.0, ce_adv=0.0, trades_kl=0.0, kd_clean=0.0, kd_adv=0.0,
-                kd_teacher_temperature=1.0, kd_scale=1.0, label_smoothing=0.0)
+                kd_adv_adv=0.0, mart_bce=0.0, mart_kl=0.0, pcr=0.0, dgad_kd=0.0, iad_intro=0.0,
+                kd_teacher_temperature=1.0, kd_student_temperature=1.0, kd_scale=1.0,
+                kd_reduction="batchmean", kd_teacher_transform="none",
+                label_smoothing=0.0, dgad_map=1, dgad_els=1, iad_beta=0.1, iad_begin=0.0)
   losses.update(loss or {})
   return ml_collections.ConfigDict(dict(
       model=model, model_kwargs=dict(model_kwargs or {}), temperature=temperature,
@@ -40,6 +43,8 @@ def stage(*, model="small_cnn", model_kwargs=None, epochs=1.0, batch_size=128, l
                  weight_decay=weight_decay, schedule=schedule, decay_epochs=tuple(decay_epochs),
                  decay_factor=0.1),
       loss=losses, attack=attack_cfg if attack_cfg is not None else attack(),
+      # AWP (Wu et al. 2020) around the stage's loss: gamma 0 = off.
+      awp=dict(gamma=0.0, proxy_lr=0.01, warmup_epochs=0.0),
       val_every_epochs=1.0, stop_at_step=0))
 
 
@@ -59,8 +64,12 @@ def base() -> ml_collections.ConfigDict:
   c.teacher.workdir = ""  # reuse a teacher trained elsewhere (its stage dir); '' = train here
   c.student = stage()
   # Eval batch 128-256 measured fastest on 2 CPU cores (54 img/s vs 36 at 512-1024).
+  # autoattack: '' (off), 'standard', 'rand' or a comma-separated attack list, run by
+  # robust_distill.evaluate on the first autoattack_n test points (-1: all) after PGD/CW;
+  # autoattack_opts: 'KEY=VALUE,...' overrides of the attack settings (tests use fewer steps).
   c.eval = dict(batch_size=256, n=-1, eps=-1.0, pgd_steps=20, pgd_step_size=-1.0,
-                cw_steps=30, cw_step_size=-1.0, val_n=1000, val_pgd_steps=10)
+                cw_steps=30, cw_step_size=-1.0, val_n=1000, val_pgd_steps=10,
+                autoattack="standard", autoattack_n=1000, autoattack_opts="")
   c.checkpoint = dict(every_steps=200, keep=2, skip_corrupt=False)
   return c
 
@@ -102,8 +111,18 @@ def _check_stage(name, s):
   if not step.active_terms(s.loss):
     raise ValueError(f"{name}.loss: every term has weight 0; set at least one of "
                      f"{sorted(step.LOSS_TERMS)}")
-  if s.temperature <= 0 or s.loss.kd_teacher_temperature <= 0:
+  if s.temperature <= 0 or s.loss.kd_teacher_temperature <= 0 or (
+      s.loss.kd_student_temperature <= 0):
     raise ValueError(f"{name}: temperatures must be > 0")
+  if s.loss.kd_reduction not in step.KD_REDUCTIONS:
+    raise ValueError(f"{name}.loss.kd_reduction: unknown {s.loss.kd_reduction!r}; valid: "
+                     f"{list(step.KD_REDUCTIONS)}")
+  from robust_distill.analysis import logits as logit_analysis  # pylint: disable=import-outside-toplevel
+  if s.loss.kd_teacher_transform not in logit_analysis.TRANSFORMS:
+    raise ValueError(f"{name}.loss.kd_teacher_transform: unknown {s.loss.kd_teacher_transform!r}"
+                     f"; valid: {list(logit_analysis.TRANSFORMS)}")
+  if s.awp.gamma < 0 or s.awp.proxy_lr <= 0:
+    raise ValueError(f"{name}.awp: gamma must be >= 0 and proxy_lr > 0")
   if s.optim.name not in step.OPTIMIZERS:
     raise ValueError(f"{name}.optim.name: unknown {s.optim.name!r}; valid: "
                      f"{list(step.OPTIMIZERS)}")
@@ -121,6 +140,10 @@ def validate(config) -> None:
                      f"{list(pipeline.AUGMENTS)}")
   if config.host_devices < 1:
     raise ValueError("host_devices must be >= 1")
+  if config.eval.autoattack:
+    from robust_distill.attacks import autoattack  # pylint: disable=import-outside-toplevel
+    autoattack.resolve(config.eval.autoattack)
+    autoattack.options(**autoattack.parse_opts(config.eval.autoattack_opts))
   from robust_distill.train import step  # pylint: disable=import-outside-toplevel
   for name in ("teacher", "student"):
     if name in names or (name == "teacher" and ("precompute" in names)):
@@ -133,6 +156,11 @@ def validate(config) -> None:
       if config.student.attack.objective == "kl_models":
         raise ValueError("student.attack.objective='kl_models' evaluates the teacher on moving "
                          "adversarial inputs; it needs teacher.source='online'")
+      online_terms = [t for t in step.ONLINE_TEACHER_TERMS
+                      if t in step.active_terms(config.student.loss)]
+      if online_terms:
+        raise ValueError(f"student.loss terms {online_terms} run the teacher on adversarial "
+                         "inputs; they need teacher.source='online'")
       aug = config.dataset.augment
       if aug == "crop_flip":
         raise ValueError(

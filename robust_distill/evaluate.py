@@ -40,7 +40,7 @@ flags.DEFINE_integer("batch_size", 0, "Global batch size (default: 32 x devices)
 flags.DEFINE_integer("seed", 0, "Base seed of the attacks' random keys.")
 flags.DEFINE_integer("host_devices", hostdevices.DEFAULT_HOST_DEVICES, "CPU host devices.")
 flags.DEFINE_bool("checks", True, "Run the honesty checks.")
-flags.DEFINE_integer("check_n", 200, "Points used by the honesty checks.")
+flags.DEFINE_integer("check_n", 256, "Points used by the honesty checks.")
 flags.DEFINE_string("out", "", "Output JSON (default: WORKDIR/eval_autoattack.json).")
 flags.DEFINE_bool("fresh", False, "Ignore saved per-point results and start over.")
 flags.DEFINE_integer("stop_after_batches", 0, "Testing aid: exit with status 3 after this many "
@@ -132,7 +132,7 @@ def run_protocol(apply, params, stats, images, labels, *, names, opts: dict, eps
     broken = active & ~r
     dist = jnp.where(broken, per_point_dist(xa, x), 0.0)
     # A point counts as broken only if the re-check agrees (conservative).
-    return {"idx": idx, "robust": active & (r | still),
+    return {"idx": idx, "valid": active, "robust": active & (r | still),
             "recheck_fail": jnp.sum(broken & still), "max_dist": jnp.max(dist),
             "min_val": jnp.min(jnp.where(broken[:, None, None, None], xa, 1.0)),
             "max_val": jnp.max(jnp.where(broken[:, None, None, None], xa, 0.0))}
@@ -143,7 +143,7 @@ def run_protocol(apply, params, stats, images, labels, *, names, opts: dict, eps
         del key
         x = batch["image"].astype(jnp.float32) / 255.0
         ok = jnp.argmax(logits_fn_of(p, s)(x), -1) == batch["label"]
-        return {"idx": batch["idx"], "robust": ok & batch["valid"]}
+        return {"idx": batch["idx"], "valid": batch["valid"], "robust": ok & batch["valid"]}
       return jax.jit(clean_fn, out_shardings=repl)
     if host:
       runner = aa.HostRunner(lambda v, z: apply(v[0], v[1], z, train=False)[0], eps=eps,
@@ -204,7 +204,7 @@ def run_protocol(apply, params, stats, images, labels, *, names, opts: dict, eps
       t0 = time.perf_counter()
       res = jax.device_get(fn(params, stats, parallel.shard_batch(local(idx, valid), mesh), key))
       ridx, rob = res["idx"], res["robust"]
-      vmask = valid[:len(ridx)] if jax.process_count() == 1 else np.isin(ridx, idx[valid])
+      vmask = res["valid"]  # padding rows (which repeat a real index) are dropped
       ridx, rob = ridx[vmask], rob[vmask]
       if name == "clean":
         st["clean"][ridx] = rob.astype(np.int8)
@@ -232,7 +232,7 @@ def run_protocol(apply, params, stats, images, labels, *, names, opts: dict, eps
 
 def evaluate(workdir: str, *, stage: str = "", which: str = "best", attacks: str = "standard",
              eps: float = -1.0, norm: str = "", n: int = 0, batch_size: int = 0, seed: int = 0,
-             checks: bool = True, check_n: int = 200, out: str = "", fresh: bool = False,
+             checks: bool = True, check_n: int = 256, out: str = "", fresh: bool = False,
              opts: dict | None = None, stop_after_batches: int = 0, devices: int = -1,
              log=print) -> dict:
   """Runs the AutoAttack evaluation of a checkpoint (see the module docstring); returns the
@@ -241,6 +241,7 @@ def evaluate(workdir: str, *, stage: str = "", which: str = "best", attacks: str
   import jax
   import jax.numpy as jnp
   import ml_collections
+  import numpy as np
   from robust_distill import honesty, parallel
   from robust_distill.attacks import autoattack as aa
   from robust_distill.data import pipeline
@@ -316,15 +317,18 @@ def evaluate(workdir: str, *, stage: str = "", which: str = "best", attacks: str
       "git_commit": loop._git_commit(),  # pylint: disable=protected-access
   }
 
+  if checks and jax.process_count() > 1:
+    log("[autoattack] honesty checks skipped in a multi-process run; rerun them on one host")
+    checks = False
   if checks:
     tc = time.perf_counter()
     m = min(check_n, n)
-    xs = jnp.asarray(test["image"][:m], jnp.float32) / 255.0
-    ys = jnp.asarray(test["label"][:m])
-    p1 = jax.device_get(params)
-    s1 = jax.device_get(stats)
+    m = m // ndev * ndev if m >= ndev else m
+    sharding = parallel.batch_sharding(mesh) if m % ndev == 0 else parallel.replicated(mesh)
+    xs = jax.device_put(np.asarray(test["image"][:m], np.float32) / 255.0, sharding)
+    ys = jax.device_put(np.asarray(test["label"][:m]), sharding)
+    p1, s1 = params, stats  # replicated on the mesh
     lf = jax.jit(logits_fn_of(p1, s1))
-    unroll = o["unroll"] if o["unroll"] > 0 else None
     restored = loop.restore_model(workdir, which=which, stage=stage)
     reported = None
     ej = os.path.join(workdir, "eval.json")
@@ -335,12 +339,19 @@ def evaluate(workdir: str, *, stage: str = "", which: str = "best", attacks: str
         reported = prev.get("clean_acc")
     broken_sq = int((st["broken_by"] == names.index("square") + 1).sum()) if (
         "square" in names) else 0
+    if o["driver"] == "device" or (o["driver"] == "auto" and jax.default_backend() != "cpu"):
+      robust_fn = honesty.apgd_robust_fn(logits_fn_of(p1, s1), norm=norm)
+    else:
+      def robust_fn(x_, y_, eps_, n_iter_, seed_):
+        runner = aa.HostRunner(lambda v, z: apply(v[0], v[1], z, train=False)[0], eps=eps_,
+                               norm=norm, **{**o, "n_iter": n_iter_})
+        _, r = runner.run("apgd-ce", (p1, s1), x_, y_, jnp.ones(len(y_), bool),
+                          jax.random.key(seed_))
+        return np.asarray(r)
     cl = [honesty.deterministic(lf, xs), honesty.logits_not_probabilities(lf, xs),
           honesty.gradients(logits_fn_of(p1, s1), xs, ys),
-          honesty.eps_monotone(logits_fn_of(p1, s1), xs, ys, eps=eps, norm=norm,
-                               n_iter=o["n_iter"], seed=seed, unroll=unroll),
-          honesty.more_iterations(logits_fn_of(p1, s1), xs, ys, eps=eps, norm=norm,
-                                  n_iter=o["n_iter"], seed=seed, unroll=unroll),
+          honesty.eps_monotone(robust_fn, xs, ys, eps=eps, n_iter=o["n_iter"], seed=seed),
+          honesty.more_iterations(robust_fn, xs, ys, eps=eps, n_iter=o["n_iter"], seed=seed),
           honesty.attacked_is_reported(lf, restored, xs, clean_acc=result["clean_acc"],
                                        reported_clean=reported,
                                        info={"temperature": float(stage_cfg.temperature),
@@ -389,12 +400,11 @@ def main(argv):
   hostdevices.configure(FLAGS.host_devices)
   from robust_distill import parallel  # pylint: disable=import-outside-toplevel
   parallel.initialize_distributed(FLAGS.distributed)
-  opts = {}
-  for kv in FLAGS.opt:
-    if "=" not in kv:
-      sys.exit(f"--opt expects KEY=VALUE, got {kv!r}")
-    k, v = kv.split("=", 1)
-    opts[k] = float(v) if k in ("p_init", "rho") else v if k == "driver" else int(v)
+  from robust_distill.attacks import autoattack  # pylint: disable=import-outside-toplevel
+  try:
+    opts = autoattack.parse_opts(",".join(FLAGS.opt))
+  except ValueError as e:
+    sys.exit(f"error: {e}")
   if not FLAGS.workdir:
     sys.exit("--workdir is required")
   try:

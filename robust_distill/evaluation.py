@@ -88,6 +88,11 @@ def table(results: dict, title: str = "") -> str:
       lines.append(f"{name:<22}{100 * results[key]:>9.2f}%")
   lines.append(f"(n = {results['n']} test points, eps = {results.get('eps')}, "
                f"{results.get('norm', 'linf')})")
+  if "autoattack_acc" in results:
+    flag = "" if results.get("autoattack_checks_ok", True) else "  [honesty checks: RED FLAGS]"
+    lines.append(f"{'AutoAttack (' + results['autoattack_version'] + ')':<22}"
+                 f"{100 * results['autoattack_acc']:>9.2f}%  (first {results['autoattack_n']} "
+                 f"test points; clean {100 * results['autoattack_clean_acc']:.2f}% on them){flag}")
   return "\n".join(lines)
 
 

@@ -67,13 +67,22 @@ def gradients(logits_fn, x, y) -> dict:
                 f"points with zero or non-finite input gradient of CE / DLR, of {len(y)}")
 
 
-def eps_monotone(logits_fn, x, y, *, eps, norm, factors=(0.25, 0.5, 1.0, 2.0, 4.0), n_iter=100,
-                 seed=0, unroll=None) -> dict:
-  accs = {}
-  fn = jax.jit(lambda xx, yy, e: _apgd_acc_traced(logits_fn, xx, yy, e, norm, n_iter, seed,
-                                                  unroll))
-  for f in factors:
-    accs[f"{f * eps:.6g}"] = float(fn(x, y, f * eps))
+def apgd_robust_fn(logits_fn, *, norm: str, unroll=None):
+  """``robust_fn(x, y, eps, n_iter, seed) -> bool [B]`` (clean-correct and robust under one
+  APGD-CE run), in one jitted program; the evaluator passes a host-driven one on CPU."""
+  def robust_fn(x, y, eps, n_iter, seed):
+    def run(xx, yy, e):
+      _, ok = apgd_lib.apgd(logits_fn, xx, yy, eps=e, norm=norm, loss="ce", n_iter=n_iter,
+                            rng=jax.random.key(seed), unroll=unroll)
+      return ok & (jnp.argmax(logits_fn(xx), -1) == yy)
+    return np.asarray(jax.jit(run)(x, y, eps))
+  return robust_fn
+
+
+def eps_monotone(robust_fn, x, y, *, eps, factors=(0.25, 0.5, 1.0, 2.0, 4.0), n_iter=100,
+                 seed=0) -> dict:
+  accs = {f"{f * eps:.6g}": float(np.mean(robust_fn(x, y, f * eps, n_iter, seed)))
+          for f in factors}
   vals = list(accs.values())
   mono = all(vals[i + 1] <= vals[i] + 1e-9 for i in range(len(vals) - 1))
   return _check("eps_monotone", mono, accs,
@@ -81,35 +90,16 @@ def eps_monotone(logits_fn, x, y, *, eps, norm, factors=(0.25, 0.5, 1.0, 2.0, 4.
                 f"rise with eps (last value should be near 0)")
 
 
-def _apgd_acc_traced(logits_fn, x, y, eps, norm, n_iter, seed, unroll):
-  robust = jnp.argmax(logits_fn(x), -1) == y
-  _, ok = apgd_lib.apgd(logits_fn, x, y, eps=eps, norm=norm, loss="ce", n_iter=n_iter,
-                        rng=jax.random.key(seed), unroll=unroll)
-  return jnp.mean(robust & ok)
-
-
-def more_iterations(logits_fn, x, y, *, eps, norm, n_iter=100, seed=0, unroll=None) -> dict:
-  base = jax.jit(lambda xx, yy: _apgd_acc_traced(logits_fn, xx, yy, eps, norm, n_iter, seed,
-                                                 unroll))
-  a = float(base(x, y))
+def more_iterations(robust_fn, x, y, *, eps, n_iter=100, seed=0) -> dict:
+  a = float(np.mean(robust_fn(x, y, eps, n_iter, seed)))
   # Two restarts of 2x iterations: robust only if robust under both.
-  r1 = jax.jit(lambda xx, yy: _robust_mask(logits_fn, xx, yy, eps, norm, 2 * n_iter, seed + 1,
-                                           unroll))(x, y)
-  r2 = jax.jit(lambda xx, yy: _robust_mask(logits_fn, xx, yy, eps, norm, 2 * n_iter, seed + 2,
-                                           unroll))(x, y)
-  b = float(np.mean(np.asarray(r1) & np.asarray(r2)))
+  b = float(np.mean(robust_fn(x, y, eps, 2 * n_iter, seed + 1)
+                    & robust_fn(x, y, eps, 2 * n_iter, seed + 2)))
   tol = max(0.01, 1.0 / len(y))
   return _check("more_iterations", b <= a + tol,
                 {f"apgd_ce_{n_iter}x1": a, f"apgd_ce_{2 * n_iter}x2": b},
                 f"robust accuracy on {len(y)} points must not rise with 2x iterations and 2 "
                 f"restarts (tolerance {tol:.3f})")
-
-
-def _robust_mask(logits_fn, x, y, eps, norm, n_iter, seed, unroll):
-  robust = jnp.argmax(logits_fn(x), -1) == y
-  _, ok = apgd_lib.apgd(logits_fn, x, y, eps=eps, norm=norm, loss="ce", n_iter=n_iter,
-                        rng=jax.random.key(seed), unroll=unroll)
-  return robust & ok
 
 
 def square_vs_whitebox(n_total: int, broken_by_square: int, threshold: float = 0.002) -> dict:
@@ -122,7 +112,7 @@ def square_vs_whitebox(n_total: int, broken_by_square: int, threshold: float = 0
 def attacked_is_reported(logits_fn, reference_fn, x, *, clean_acc=None, reported_clean=None,
                          info=None) -> dict:
   a = np.asarray(logits_fn(x))
-  b = np.asarray(reference_fn(x))
+  b = np.asarray(reference_fn(np.asarray(x)))  # the deployed model, on one device
   diff = float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
   ok = diff <= 1e-4
   value = {"max_rel_logit_diff": diff, **(info or {})}

@@ -57,6 +57,37 @@ def test_pipeline_writes_results_metrics_and_events(full_run):
   assert "done.json" in chunks
 
 
+def test_eval_stage_reports_autoattack_with_checks_and_cli_resumes(full_run):
+  wd, res = full_run
+  assert res["autoattack_n"] == 64 and 0.0 <= res["autoattack_acc"] <= res["autoattack_clean_acc"]
+  with open(os.path.join(wd, "eval_autoattack.json")) as f:
+    aa = json.load(f)
+  assert [a["attack"] for a in aa["per_attack"]] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+  assert aa["robust_acc"] == res["autoattack_acc"]
+  names = {c["name"] for c in aa["checks"]}
+  assert {"deterministic", "gradients", "eps_monotone", "more_iterations",
+          "attacked_is_reported", "perturbation_bounds", "square_vs_whitebox"} <= names
+  # The CLI with the same settings finds every point done and gives the same numbers.
+  out = os.path.join(wd, "cli.json")
+  r = subprocess.run([sys.executable, "-m", "robust_distill.evaluate", f"--workdir={wd}",
+                      "--n=64", "--checks=false", f"--out={out}",
+                      "--opt=n_iter=4", "--opt=fab_iter=4", "--opt=n_queries=20",
+                      "--opt=n_target_classes=3"], capture_output=True, text=True, cwd=ROOT,
+                     timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "resuming from" in r.stdout and "robust accuracy" in r.stdout
+  with open(out) as f:
+    assert json.load(f)["robust_acc"] == aa["robust_acc"]
+
+
+def test_evaluate_cli_rejects_bad_input_before_compute(full_run):
+  wd, _ = full_run
+  r = subprocess.run([sys.executable, "-m", "robust_distill.evaluate", f"--workdir={wd}",
+                      "--attacks=apgd-ce,pgd"], capture_output=True, text=True, cwd=ROOT,
+                     timeout=120)
+  assert r.returncode != 0 and "valid" in r.stderr
+
+
 def test_finished_stages_are_skipped(full_run, capsys):
   wd, res = full_run
   res2 = loop.run(smoke_config(stages="teacher,student"), wd)

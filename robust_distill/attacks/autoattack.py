@@ -68,6 +68,19 @@ def options(version: str = "standard", **overrides) -> dict:
   return opts
 
 
+def parse_opts(text: str) -> dict:
+  """``'n_iter=10,driver=host'`` -> ``{'n_iter': 10, 'driver': 'host'}`` (configs hold strings)."""
+  out = {}
+  for kv in [t.strip() for t in text.split(",") if t.strip()]:
+    if "=" not in kv:
+      raise ValueError(f"AutoAttack option {kv!r} is not KEY=VALUE")
+    k, v = (t.strip() for t in kv.split("=", 1))
+    if k not in DEFAULTS:
+      raise ValueError(f"Unknown AutoAttack option {k!r}; valid: {sorted(DEFAULTS)}")
+    out[k] = type(DEFAULTS[k])(v)
+  return out
+
+
 def attack_batch(name: str, logits_fn: Callable, x: jax.Array, y: jax.Array, active: jax.Array,
                  *, eps: float, norm: str, rng: jax.Array, **opts) -> tuple[jax.Array, jax.Array]:
   """Runs attack ``name`` on the ``active`` examples of a batch.

@@ -180,7 +180,7 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
 
   step_fn = jax.jit(step_lib.make_train_step(stage_cfg, graphdef, tx,
                                              teacher_graphdef=teacher["graphdef"] if online
-                                             else None),
+                                             else None, steps_per_epoch=steps_per_epoch),
                     donate_argnums=(0,), out_shardings=(repl, repl))
   teacher_vars = (teacher["params"], teacher["stats"]) if online else None
   apply = step_lib.make_apply(graphdef, stage_cfg.temperature)
@@ -318,6 +318,15 @@ def evaluate_stage(config, name: str, workdir: str, data: dict, mesh) -> dict:
              command=" ".join([os.path.basename(sys.executable)] + sys.argv),
              git_commit=_git_commit(), devices=mesh.devices.size,
              platform=jax.devices()[0].platform)
+  if e.autoattack:
+    from robust_distill import evaluate as aa_eval  # pylint: disable=import-outside-toplevel
+    from robust_distill.attacks import autoattack  # pylint: disable=import-outside-toplevel
+    aa_res = aa_eval.evaluate(workdir, stage=name, attacks=e.autoattack, eps=eps,
+                              n=e.autoattack_n, seed=config.seed,
+                              opts=autoattack.parse_opts(e.autoattack_opts), log=log)
+    res.update(autoattack_acc=aa_res["robust_acc"], autoattack_clean_acc=aa_res["clean_acc"],
+               autoattack_n=aa_res["n"], autoattack_checks_ok=aa_res.get("checks_ok"),
+               autoattack_version=e.autoattack)
   evaluation.write_json(os.path.join(workdir, "eval.json"), res)
   log(evaluation.table(res, f"Evaluation of the {name} ({stage_cfg.model}, "
                             f"{config.dataset.name} test split)"))

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import optax
 
 from robust_distill import attacks
-from robust_distill.losses import core
+from robust_distill.analysis import logits as logit_analysis
+from robust_distill.losses import core, extra
 
 # Objectives the training attack can maximise (config: attack.objective).
 ATTACK_OBJECTIVES = {
@@ -45,6 +46,9 @@ class Context:
   y: jax.Array
   teacher_logits: Any
   cfg: Any
+  teacher_fn: Callable | None = None
+  epoch: Any = 0.0
+  key: Any = None
   _cache: dict = dataclasses.field(default_factory=dict)
 
   def student(self, which: str):
@@ -55,17 +59,95 @@ class Context:
       self._cache[which] = out
     return self._cache[which]
 
-  def teacher(self):
-    if self.teacher_logits is None:
-      raise ValueError("this loss term needs teacher logits, but the stage has no teacher")
-    return self.teacher_logits
+  def teacher(self, which: str = "clean"):
+    """Teacher logits (constants) on the clean input (precomputed or online) or on x_adv."""
+    if which == "clean":
+      if self.teacher_logits is None:
+        raise ValueError("this loss term needs teacher logits, but the stage has no teacher")
+      return self.teacher_logits
+    key = "teacher_adv"
+    if key not in self._cache:
+      if self.teacher_fn is None:
+        raise ValueError("this loss term needs the teacher on adversarial inputs: set "
+                         "teacher.source='online'")
+      self._cache[key] = jax.lax.stop_gradient(self.teacher_fn(self.x_adv))
+    return self._cache[key]
 
 
-def _kd(ctx, which):
+def _kd_values(ctx, teacher_logits, student_logits):
+  """``kd_scale * KL(softmax(z_T / tau_T) || softmax(z_S / tau_loss))`` per example (``tau_loss``
+  = ``kd_student_temperature``, a loss-only temperature as in ARD; the stage's ``temperature`` is
+  part of the model and already in ``z_S``), divided by the number
+  of classes when ``kd_reduction='mean_all'`` (PyTorch ``KLDivLoss()`` default, as in ARD,
+  RSLAD and AdaAD's CIFAR-10 code)."""
   c = ctx.cfg
-  return core.soft_label_kd(ctx.teacher(), ctx.student(which),
-                            teacher_temperature=c.kd_teacher_temperature,
-                            temperature_scale=c.kd_scale)
+  if c.kd_teacher_transform != "none":
+    teacher_logits = logit_analysis.manipulate_nonmax(
+        teacher_logits, c.kd_teacher_transform,
+        None if ctx.key is None else jax.random.fold_in(ctx.key, 7))
+  v = core.soft_label_kd(teacher_logits, student_logits,
+                         teacher_temperature=c.kd_teacher_temperature,
+                         student_temperature=c.kd_student_temperature,
+                         temperature_scale=c.kd_scale)
+  if c.kd_reduction == "mean_all":
+    v = v / student_logits.shape[-1]
+  return v
+
+
+def _kd(ctx, which, teacher_input="clean"):
+  return _kd_values(ctx, ctx.teacher(teacher_input), ctx.student(which))
+
+
+def els_swap(logits: jax.Array, labels: jax.Array, where: jax.Array) -> jax.Array:
+  """DGAD's error-corrective label swapping on logits: where ``where`` is True, exchange the
+  true class's logit with the largest other logit when that one is larger (so the true class
+  becomes the argmax); elsewhere the logits are unchanged (Park & Min, ECCV 2024)."""
+  c = logits.shape[-1]
+  onehot = jax.nn.one_hot(labels, c, dtype=bool)
+  k = jnp.argmax(jnp.where(onehot, -jnp.inf, logits), -1)
+  z_y = jnp.take_along_axis(logits, labels[:, None], -1)
+  z_k = jnp.take_along_axis(logits, k[:, None], -1)
+  swap = (where & (z_y[:, 0] < z_k[:, 0]))[:, None]
+  onek = jax.nn.one_hot(k, c, dtype=bool)
+  swapped = jnp.where(onehot, z_k, jnp.where(onek, z_y, logits))
+  return jnp.where(swap, swapped, logits)
+
+
+def _dgad_kd(ctx):
+  r"""DGAD's MAP + ELS distillation (per example):
+  :math:`m_i \mathrm{KL}(p(T'(x_i)) \| p(S(x_i))) + (1 - m_i) \mathrm{KL}(p(T'(x'_i)) \|
+  p(S(x'_i)))`, :math:`m_i = [\arg\max T(x_i) \ne y_i]` (MAP; ``dgad_map=0`` sets m = 0),
+  T' = ELS-swapped teacher logits (``dgad_els=0`` turns the swap off). The batch mean of this is
+  the code's ``(n/bs) L_clean + ((bs - n)/bs) L_adv``."""
+  c = ctx.cfg
+  t_clean, t_adv = ctx.teacher("clean"), ctx.teacher("adv")
+  wrong = jnp.argmax(t_clean, -1) != ctx.y
+  if c.dgad_els:
+    t_clean = els_swap(t_clean, ctx.y, wrong)
+    t_adv = els_swap(t_adv, ctx.y, jnp.ones_like(wrong))
+  m = wrong if c.dgad_map else jnp.zeros_like(wrong)
+  kd_c = _kd_values(ctx, t_clean, ctx.student("clean"))
+  kd_a = _kd_values(ctx, t_adv, ctx.student("adv"))
+  return jnp.where(m, kd_c, kd_a)
+
+
+def _pcr(ctx):
+  """DGAD's predictive consistency: mean over classes of (p(S(x')) - p(S(x)))^2 (both sides
+  differentiated, as in the code)."""
+  return jnp.mean((jax.nn.softmax(ctx.student("adv")) - jax.nn.softmax(ctx.student("clean"))) ** 2,
+                  -1)
+
+
+def _iad_intro(ctx):
+  r"""IAD's introspection term (Zhu et al., ICLR 2022, IAD-I code):
+  :math:`(1 - a_i) \mathrm{KL}(p(S(x_i)) \| p(S(x'_i)))` with the teacher's reliability
+  :math:`a_i = \mathrm{sg}(p(T(x'_i))_{y_i})^{\beta}` (``iad_beta``); before epoch ``iad_begin``
+  the term is 0 (a_i = 1)."""
+  c = ctx.cfg
+  p_t = jax.nn.softmax(ctx.teacher("adv"))
+  a = jnp.take_along_axis(p_t, ctx.y[:, None], -1)[:, 0] ** c.iad_beta
+  a = jnp.where(ctx.epoch >= c.iad_begin, a, 1.0)
+  return (1.0 - a) * core.trades_kl(ctx.student("clean"), ctx.student("adv"))
 
 
 # Loss vocabulary: name -> per-example function of the step context (config: loss.<name> = w).
@@ -77,12 +159,25 @@ LOSS_TERMS: dict[str, Callable[[Context], jax.Array]] = {
     "trades_kl": lambda ctx: core.trades_kl(ctx.student("clean"), ctx.student("adv")),
     "kd_clean": lambda ctx: _kd(ctx, "clean"),
     "kd_adv": lambda ctx: _kd(ctx, "adv"),
+    "kd_adv_adv": lambda ctx: _kd(ctx, "adv", teacher_input="adv"),
+    "mart_bce": lambda ctx: extra.mart_boosted_ce(ctx.student("adv"), ctx.y),
+    "mart_kl": lambda ctx: extra.mart_weighted_kl(ctx.student("clean"), ctx.student("adv"), ctx.y),
+    "pcr": _pcr,
+    "dgad_kd": _dgad_kd,
+    "iad_intro": _iad_intro,
 }
 # Terms that read the student's clean / adversarial outputs (fixes the BN forward order).
 _NEEDS = {"ce_clean": ("clean",), "ce_adv": ("adv",), "trades_kl": ("clean", "adv"),
-          "kd_clean": ("clean",), "kd_adv": ("adv",)}
-TEACHER_TERMS = ("kd_clean", "kd_adv")
-LOSS_OPTIONS = ("kd_teacher_temperature", "kd_scale", "label_smoothing")
+          "kd_clean": ("clean",), "kd_adv": ("adv",), "kd_adv_adv": ("adv",),
+          "mart_bce": ("adv",), "mart_kl": ("clean", "adv"), "pcr": ("clean", "adv"),
+          "dgad_kd": ("clean", "adv"), "iad_intro": ("clean", "adv")}
+TEACHER_TERMS = ("kd_clean", "kd_adv", "kd_adv_adv", "dgad_kd", "iad_intro")
+# Terms that run the teacher on the adversarial input (need teacher.source='online').
+ONLINE_TEACHER_TERMS = ("kd_adv_adv", "dgad_kd", "iad_intro")
+LOSS_OPTIONS = ("kd_teacher_temperature", "kd_student_temperature", "kd_scale", "kd_reduction",
+                "kd_teacher_transform", "label_smoothing",
+                "dgad_map", "dgad_els", "iad_beta", "iad_begin")
+KD_REDUCTIONS = ("batchmean", "mean_all")
 
 
 def active_terms(loss_cfg) -> dict[str, float]:
@@ -165,12 +260,30 @@ def attack_fn(stage_cfg, apply, params, stats, *, teacher_logits=None, teacher_f
   return run
 
 
-def make_train_step(stage_cfg, graphdef, tx, *, teacher_graphdef=None):
+def awp_perturbation(params, grads, *, gamma: float, proxy_lr: float):
+  """AWP's weight perturbation ``gamma * v`` (Wu et al., NeurIPS 2020, official code).
+
+  The proxy takes one plain SGD step that *ascends* the loss, ``d = proxy_lr * grad``; for every
+  kernel (a parameter with ndim > 1; biases and norm scales are skipped) the perturbation is
+  ``v = ||w||_F / (||d||_F + 1e-20) * d``, layer by layer.
+  """
+  def one(w, g):
+    if w.ndim <= 1:
+      return jnp.zeros_like(w)
+    d = proxy_lr * g
+    return gamma * jnp.linalg.norm(w) / (jnp.linalg.norm(d) + 1e-20) * d
+  return jax.tree.map(one, params, grads)
+
+
+def make_train_step(stage_cfg, graphdef, tx, *, teacher_graphdef=None, steps_per_epoch: int = 1):
   """Builds ``step(state, batch, rng, teacher_vars) -> (state, metrics)`` (not yet jitted).
 
   ``state`` = ``{"params", "stats", "opt", "step"}``; ``batch`` = ``{"image": uint8 NHWC,
   "label", optional "teacher_logits"}``; ``teacher_vars`` = ``(params, stats)`` of an online
-  teacher or ``None``.
+  teacher or ``None``. With ``stage_cfg.awp.gamma > 0`` the gradient is taken at the
+  AWP-perturbed weights (from epoch ``awp.warmup_epochs`` on), and the update is applied to the
+  unperturbed weights: parameters and optimizer state are as if AWP were absent, apart from the
+  gradient.
   """
   apply = make_apply(graphdef, stage_cfg.temperature)
   teacher_apply = make_apply(teacher_graphdef) if teacher_graphdef is not None else None
@@ -178,12 +291,15 @@ def make_train_step(stage_cfg, graphdef, tx, *, teacher_graphdef=None):
   if not terms:
     raise ValueError("the stage's loss has no term with a non-zero weight")
   order = [w for w in ("clean", "adv") if any(w in _NEEDS[t] for t in terms)]
+  awp = stage_cfg.get("awp", None)
+  awp_gamma = float(awp.gamma) if awp is not None else 0.0
 
   def step(state, batch, rng, teacher_vars):
     params, stats = state["params"], state["stats"]
     x = batch["image"].astype(jnp.float32) / 255.0
     y = batch["label"]
     key = jax.random.fold_in(rng, state["step"])
+    epoch = state["step"].astype(jnp.float32) / steps_per_epoch
     t_fn, t_logits = None, batch.get("teacher_logits")
     if teacher_apply is not None:
       t_fn = lambda xa: teacher_apply(*teacher_vars, xa, train=False)[0]
@@ -193,18 +309,31 @@ def make_train_step(stage_cfg, graphdef, tx, *, teacher_graphdef=None):
                       teacher_fn=t_fn)(x, y, key)
 
     def loss_fn(p):
-      ctx = Context(apply, p, stats, x, x_adv, y, t_logits, stage_cfg.loss)
+      ctx = Context(apply, p, stats, x, x_adv, y, t_logits, stage_cfg.loss, teacher_fn=t_fn,
+                    epoch=epoch, key=key)
       for which in order:
         ctx.student(which)
       values = {k: jnp.mean(LOSS_TERMS[k](ctx)) for k in terms}
       total = sum(w * values[k] for k, w in terms.items())
-      return total, (values, ctx.stats, ctx._cache)  # pylint: disable=protected-access
+      outs = {k: v for k, v in ctx._cache.items() if k in ("clean", "adv")}  # pylint: disable=protected-access
+      return total, (values, ctx.stats, outs)
 
-    (loss, (values, new_stats, outs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    extra_metrics = {}
+    if awp_gamma > 0:
+      g_proxy = jax.grad(lambda p: loss_fn(p)[0])(params)
+      on = epoch >= awp.warmup_epochs
+      v = awp_perturbation(params, g_proxy, gamma=awp_gamma, proxy_lr=awp.proxy_lr)
+      v = jax.tree.map(lambda t: jnp.where(on, t, 0.0), v)
+      (loss, (values, new_stats, outs)), grads = grad_fn(jax.tree.map(jnp.add, params, v))
+      extra_metrics["awp_norm"] = optax.tree.norm(v)
+    else:
+      (loss, (values, new_stats, outs)), grads = grad_fn(params)
     updates, opt = tx.update(grads, state["opt"], params)
     params = optax.apply_updates(params, updates)
     metrics = {"loss": loss, **{f"loss/{k}": v for k, v in values.items()},
-               "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
+               "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
+               **extra_metrics}
     for which, logits in outs.items():
       metrics[f"acc/{which}"] = jnp.mean(jnp.argmax(logits, -1) == y)
     new_state = {"params": params, "stats": new_stats, "opt": opt, "step": state["step"] + 1}

@@ -1,0 +1,1 @@
+"""Analyses of trained models (the logit-distribution study of Seguin et al.)."""

@@ -1,0 +1,1 @@
+"""Experiment drivers built on the training loop (results tables)."""
