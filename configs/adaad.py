@@ -12,11 +12,4 @@ from robust_distill import methods
 
 
 def get_config(arg: str = ""):
-  c = methods.make(
-      arg,
-      loss=dict(kd_adv_adv=1.0, kd_reduction="mean_all"),
-      objective="kl_models",
-      init="normal",
-      teacher="online",
-      cifar=dict(epochs=200, lr=0.1, weight_decay=5e-4, decay_epochs=(100, 150)))
-  return c
+  return methods.make(arg, "adaad")

@@ -14,13 +14,4 @@ from robust_distill import methods
 
 
 def get_config(arg: str = ""):
-  c = methods.make(
-      arg,
-      loss=dict(kd_adv=1.0, kd_teacher_temperature=30.0, kd_student_temperature=30.0,
-                kd_scale=900.0, kd_reduction="mean_all"),
-      objective="ce",
-      init="uniform",
-      bn_mode="train",
-      teacher="precomputed",
-      cifar=dict(epochs=200, lr=0.1, weight_decay=2e-4, decay_epochs=(100,)))
-  return c
+  return methods.make(arg, "ard")

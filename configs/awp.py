@@ -12,11 +12,4 @@ from robust_distill import methods
 
 
 def get_config(arg: str = ""):
-  c = methods.make(
-      arg,
-      loss=dict(ce_adv=1.0),
-      objective="ce",
-      init="uniform",
-      awp=dict(gamma=0.01, proxy_lr=0.01, warmup_epochs=0.0),
-      cifar=dict(epochs=200, lr=0.1, weight_decay=5e-4, decay_epochs=(100, 150)))
-  return c
+  return methods.make(arg, "awp")

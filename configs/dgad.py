@@ -14,11 +14,4 @@ from robust_distill import methods
 
 
 def get_config(arg: str = ""):
-  c = methods.make(
-      arg,
-      loss=dict(dgad_kd=1.0, pcr=1.0, dgad_map=1, dgad_els=1),
-      objective="kl_models",
-      init="normal",
-      teacher="online",
-      cifar=dict(epochs=200, lr=0.1, weight_decay=5e-4, decay_epochs=(100, 150)))
-  return c
+  return methods.make(arg, "dgad")

@@ -27,7 +27,7 @@ LTD's exact form is not published as code; the choices below are config values
   * the teacher's training: TRADES (beta 6), adversarially trained (the paper's setting).
 """
 
-from robust_distill import config as C
+from robust_distill import config as C, methods
 
 EPS = 0.1
 
@@ -51,18 +51,7 @@ def get_config(arg: str = ""):
                       attack_cfg=C.attack(**atk), temperature=1.0)
   c.eval.pgd_steps, c.eval.cw_steps = 20, 30
   if arg == "smoke":
-    c.dataset.name = "mock"
-    c.dataset.val_size = 64
-    c.dataset.mock_examples = 512
-    for s in (c.teacher, c.student):
-      s.optim.epochs = 1
-      s.batch_size = 64
-      s.attack.steps = 2
-      s.model_kwargs = dict(width=8, hidden=32)
-    c.eval.update(batch_size=64, pgd_steps=3, cw_steps=3, val_n=64, val_pgd_steps=2,
-                  autoattack_n=64,
-                  autoattack_opts="n_iter=4,fab_iter=4,n_queries=20,n_target_classes=3")
-    c.log_every = 2
+    methods.shrink_to_smoke(c, mock_examples=512)
   elif arg:
     raise ValueError(f"unknown config argument {arg!r}; valid: '', 'smoke'")
   return c

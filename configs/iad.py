@@ -13,14 +13,4 @@ from robust_distill import methods
 
 
 def get_config(arg: str = ""):
-  c = methods.make(
-      arg,
-      loss=dict(kd_adv=1.0, iad_intro=1.0, iad_beta=0.1, iad_begin=60.0),
-      objective="ce",
-      init="uniform",
-      bn_mode="train",
-      teacher="online",
-      cifar=dict(epochs=200, lr=0.1, weight_decay=2e-4, decay_epochs=(100,)))
-  if arg:  # the paper's epoch-60 start, scaled to the 2-epoch run (60/200 of training)
-    c.student.loss.iad_begin = 0.3 * c.student.optim.epochs
-  return c
+  return methods.make(arg, "iad")

@@ -12,13 +12,4 @@ from robust_distill import methods
 
 
 def get_config(arg: str = ""):
-  c = methods.make(
-      arg,
-      loss=dict(kd_clean=1.0, trades_kl=6.0, kd_teacher_temperature=0.25),
-      objective="kl_self",
-      init="normal",
-      teacher="precomputed",
-      cifar=dict(model="wrn34_10", epochs=200, lr=0.1, weight_decay=5e-4, decay_epochs=(100, 150)))
-  if arg:
-    c.student.loss.trades_kl = 4.0  # the quickstart's validated student beta
-  return c
+  return methods.make(arg, "ltd_trades")

@@ -12,11 +12,4 @@ from robust_distill import methods
 
 
 def get_config(arg: str = ""):
-  c = methods.make(
-      arg,
-      loss=dict(mart_bce=1.0, mart_kl=5.0),
-      objective="ce",
-      init="normal",
-      cifar=dict(epochs=120, lr=0.01, weight_decay=3.5e-3, decay_epochs=(75, 90, 100),
-                 eps=0.031, step_size=0.007))
-  return c
+  return methods.make(arg, "mart")

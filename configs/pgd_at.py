@@ -11,10 +11,4 @@ from robust_distill import methods
 
 
 def get_config(arg: str = ""):
-  c = methods.make(
-      arg,
-      loss=dict(ce_adv=1.0),
-      objective="ce",
-      init="uniform",
-      cifar=dict(epochs=200, lr=0.1, weight_decay=5e-4, decay_epochs=(100, 150)))
-  return c
+  return methods.make(arg, "pgd_at")

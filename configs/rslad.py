@@ -12,11 +12,4 @@ from robust_distill import methods
 
 
 def get_config(arg: str = ""):
-  c = methods.make(
-      arg,
-      loss=dict(kd_adv=5 / 6, kd_clean=1 / 6, kd_reduction="mean_all"),
-      objective="kl_teacher",
-      init="normal",
-      teacher="precomputed",
-      cifar=dict(epochs=300, lr=0.1, weight_decay=2e-4, decay_epochs=(215, 260, 285)))
-  return c
+  return methods.make(arg, "rslad")

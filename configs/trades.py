@@ -12,11 +12,4 @@ from robust_distill import methods
 
 
 def get_config(arg: str = ""):
-  c = methods.make(
-      arg,
-      loss=dict(ce_clean=1.0, trades_kl=6.0),
-      objective="kl_self",
-      init="normal",
-      cifar=dict(epochs=76, lr=0.1, weight_decay=2e-4, decay_epochs=(75,), eps=0.031,
-                 step_size=0.007))
-  return c
+  return methods.make(arg, "trades")

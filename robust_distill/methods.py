@@ -35,7 +35,7 @@ def teacher_stage(arg: str):
                                      objective="kl_self", init="normal"))
 
 
-def make(arg: str, *, loss: dict, objective: str, init: str = "uniform", bn_mode: str = "eval",
+def build(arg: str, *, loss: dict, objective: str, init: str = "uniform", bn_mode: str = "eval",
          teacher: str = "none", awp: dict | None = None, cifar: dict | None = None,
          temperature: float = 1.0):
   """A full config for a method recipe.
@@ -84,15 +84,79 @@ def make(arg: str, *, loss: dict, objective: str, init: str = "uniform", bn_mode
   if awp:
     c.student.awp.update(awp)
   if arg == "smoke":
-    c.dataset.name = "mock"
-    c.dataset.val_size = 64
-    c.dataset.mock_examples = 256
-    for s in (c.teacher, c.student):
-      s.optim.epochs = 1
-      s.batch_size = 64
-      s.attack.steps = 2
-      s.model_kwargs = dict(width=8, hidden=32)
-    c.eval.update(batch_size=64, pgd_steps=2, cw_steps=2, val_n=64, val_pgd_steps=1,
-                  autoattack="")
-    c.log_every = 1
+    shrink_to_smoke(c)
+  return c
+
+# The recipes (shared/docs/methods.md; "cifar" = the paper's CIFAR-10 optimiser settings).
+# ``short_run``: values given as a fraction of the training length in the short (fmnist, smoke)
+# settings, e.g. IAD's epoch-60-of-200 start; ``short_loss``: loss overrides for those settings.
+_PIECEWISE_200 = dict(epochs=200, lr=0.1, weight_decay=5e-4, decay_epochs=(100, 150))
+_ONE_DECAY_200 = dict(epochs=200, lr=0.1, weight_decay=2e-4, decay_epochs=(100,))
+_LTD = dict(loss=dict(kd_clean=1.0, trades_kl=6.0, kd_teacher_temperature=0.25),
+            objective="kl_self", init="normal", teacher="precomputed",
+            cifar=dict(_PIECEWISE_200, model="wrn34_10"), short_loss=dict(trades_kl=4.0))
+RECIPES = {
+    "pgd_at": dict(loss=dict(ce_adv=1.0), objective="ce", cifar=_PIECEWISE_200),
+    "trades": dict(loss=dict(ce_clean=1.0, trades_kl=6.0), objective="kl_self", init="normal",
+                   cifar=dict(epochs=76, lr=0.1, weight_decay=2e-4, decay_epochs=(75,),
+                              eps=0.031, step_size=0.007)),
+    "mart": dict(loss=dict(mart_bce=1.0, mart_kl=5.0), objective="ce", init="normal",
+                 cifar=dict(epochs=120, lr=0.01, weight_decay=3.5e-3, decay_epochs=(75, 90, 100),
+                            eps=0.031, step_size=0.007)),
+    "awp": dict(loss=dict(ce_adv=1.0), objective="ce", cifar=_PIECEWISE_200,
+                awp=dict(gamma=0.01, proxy_lr=0.01, warmup_epochs=0.0)),
+    "ard": dict(loss=dict(kd_adv=1.0, kd_teacher_temperature=30.0, kd_student_temperature=30.0,
+                          kd_scale=900.0, kd_reduction="mean_all"),
+                objective="ce", bn_mode="train", teacher="precomputed", cifar=_ONE_DECAY_200),
+    "rslad": dict(loss=dict(kd_adv=5 / 6, kd_clean=1 / 6, kd_reduction="mean_all"),
+                  objective="kl_teacher", init="normal", teacher="precomputed",
+                  cifar=dict(epochs=300, lr=0.1, weight_decay=2e-4, decay_epochs=(215, 260, 285))),
+    "iad": dict(loss=dict(kd_adv=1.0, iad_intro=1.0, iad_beta=0.1, iad_begin=60.0),
+                objective="ce", bn_mode="train", teacher="online", cifar=_ONE_DECAY_200,
+                short_run={"loss.iad_begin": 0.3}),
+    "adaad": dict(loss=dict(kd_adv_adv=1.0, kd_reduction="mean_all"), objective="kl_models",
+                  init="normal", teacher="online", cifar=_PIECEWISE_200),
+    "dgad": dict(loss=dict(dgad_kd=1.0, pcr=1.0, dgad_map=1, dgad_els=1), objective="kl_models",
+                 init="normal", teacher="online", cifar=_PIECEWISE_200),
+    "ltd_trades": _LTD,
+    "ltd_awp": dict(_LTD, awp=dict(gamma=5e-3, proxy_lr=0.1, warmup_epochs=10.0),
+                    short_run={"awp.warmup_epochs": 0.05}),
+    "logit_manipulation": dict(loss=dict(kd_clean=1.0, kd_teacher_transform="none"),
+                               objective="ce", init="none", steps=0, teacher="precomputed",
+                               cifar=_PIECEWISE_200),
+}
+
+
+def make(arg: str, method: str):
+  """The config of ``method`` (a key of ``RECIPES``) for setting ``arg`` ('', 'fmnist', 'smoke')."""
+  if method not in RECIPES:
+    raise ValueError(f"Unknown method {method!r}; valid: {sorted(RECIPES)}")
+  r = dict(RECIPES[method])
+  short = {k: r.pop(k, {}) for k in ("short_run", "short_loss")}
+  steps = r.pop("steps", None)
+  c = build(arg, **r)
+  if steps is not None:
+    c.student.attack.steps = steps
+  if arg:
+    c.student.loss.update(short["short_loss"])
+    for path, frac in short["short_run"].items():
+      block, key = path.split(".")
+      c.student[block][key] = frac * c.student.optim.epochs
+  return c
+
+
+def shrink_to_smoke(c, *, mock_examples: int = 256):
+  """Shrinks a Fashion-MNIST config in place to a seconds-long run on synthetic data."""
+  c.dataset.name = "mock"
+  c.dataset.val_size = 64
+  c.dataset.mock_examples = mock_examples
+  for s in (c.teacher, c.student):
+    s.optim.epochs = 1
+    s.batch_size = 64
+    s.attack.steps = min(s.attack.steps, 2)
+    s.model_kwargs = dict(width=8, hidden=32)
+  c.eval.update(batch_size=64, pgd_steps=3, cw_steps=3, val_n=64, val_pgd_steps=2,
+                autoattack_n=64,
+                autoattack_opts="n_iter=4,fab_iter=4,n_queries=20,n_target_classes=3")
+  c.log_every = 2
   return c

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robust_distill.attacks.pgd import NORMS, per_example_norm
+from robust_distill.attacks.pgd import check_names, per_example_norm
 from robust_distill.losses import core, extra
 
 LOSSES = ("ce", "dlr", "dlr_targeted")
@@ -102,8 +102,7 @@ class APGD:
   eot_iter: int = 1
 
   def __post_init__(self):
-    if self.norm not in NORMS:
-      raise ValueError(f"Unknown norm {self.norm!r}; valid: {list(NORMS)}")
+    check_names(norm=self.norm)
     _loss_fn(self.loss)
 
   def _loss_grad(self, logits_fn, xa, y, y_t, key):
@@ -245,8 +244,22 @@ def apgd_targeted(logits_fn, x, y, *, eps: float, norm: str = "linf", n_target_c
   if num_classes < 4 or n_target_classes + 1 > num_classes:
     raise ValueError(f"APGD-T needs >= 4 classes and n_target_classes + 1 <= classes; got "
                      f"{num_classes} classes, n_target_classes={n_target_classes}")
-  targets = target_classes(clean, n_target_classes)
-  robust0 = jnp.argmax(clean, -1) == y
+
+  def one(t, y_t):
+    return apgd(logits_fn, x, y, eps=eps, norm=norm, loss="dlr_targeted", y_target=y_t,
+                n_iter=n_iter, rho=rho, rng=jax.random.fold_in(rng, t), unroll=unroll)
+
+  x_adv, robust = over_targets(one, clean, x, y, n_target_classes, active)
+  return jax.lax.stop_gradient(x_adv), robust
+
+
+def over_targets(run_one, clean_logits, x, y, n_target_classes: int, active=None):
+  """AutoAttack's loop over target classes as a ``lax.while_loop``: ``run_one(t, y_target) ->
+  (x_adv, robust)`` is called for the t-th runner-up class while some example is still robust;
+  a point broken by target t keeps that target's adversarial image. Returns ``(x_adv, robust)``
+  (inactive or misclassified examples: not robust, ``x_adv = x``)."""
+  targets = target_classes(clean_logits, n_target_classes)
+  robust0 = jnp.argmax(clean_logits, -1) == y
   if active is not None:
     robust0 = robust0 & active
   bshape = (x.shape[0],) + (1,) * (x.ndim - 1)
@@ -257,10 +270,9 @@ def apgd_targeted(logits_fn, x, y, *, eps: float, norm: str = "linf", n_target_c
 
   def body(c):
     t, robust, x_adv = c
-    xa, r = apgd(logits_fn, x, y, eps=eps, norm=norm, loss="dlr_targeted", y_target=targets[t],
-                 n_iter=n_iter, rho=rho, rng=jax.random.fold_in(rng, t), unroll=unroll)
+    xa, r = run_one(t, targets[t])
     newly = robust & ~r
     return t + 1, robust & r, jnp.where(newly.reshape(bshape), xa, x_adv)
 
   _, robust, x_adv = jax.lax.while_loop(cond, body, (jnp.int32(0), robust0, x))
-  return jax.lax.stop_gradient(x_adv), robust
+  return x_adv, robust

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from robust_distill.attacks import apgd as apgd_lib
+from robust_distill.attacks.pgd import check_names
 
 
 def _take(a, idx):
@@ -146,8 +147,7 @@ class FAB:
   beta: float = 0.9
 
   def __post_init__(self):
-    if self.norm not in PROJECTIONS:
-      raise ValueError(f"Unknown norm {self.norm!r}; valid: {list(PROJECTIONS)}")
+    check_names(norm=self.norm)
 
   @staticmethod
   def init(x, y_target) -> dict:
@@ -227,23 +227,10 @@ def fab_targeted(logits_fn, x, y, *, eps: float, norm: str = "linf", n_target_cl
   if n_target_classes + 1 > clean.shape[-1]:
     raise ValueError(f"FAB-T: n_target_classes + 1 = {n_target_classes + 1} > "
                      f"{clean.shape[-1]} classes")
-  targets = apgd_lib.target_classes(clean, n_target_classes)
-  robust0 = jnp.argmax(clean, -1) == y
-  if active is not None:
-    robust0 = robust0 & active
-  bshape = (x.shape[0],) + (1,) * (x.ndim - 1)
+  def one(t, y_t):
+    del t
+    adv, _ = fab_single(logits_fn, x, y, y_t, norm=norm, n_iter=n_iter, alpha_max=alpha_max,
+                        eta=eta, beta=beta, unroll=unroll)
+    return adv, ~fab_broken(logits_fn, x, y, adv, eps=eps, norm=norm)
 
-  def cond(c):
-    t, robust, _ = c
-    return (t < n_target_classes) & jnp.any(robust)
-
-  def body(c):
-    t, robust, x_adv = c
-    adv, _ = fab_single(logits_fn, x, y, targets[t], norm=norm, n_iter=n_iter,
-                        alpha_max=alpha_max, eta=eta, beta=beta, unroll=unroll)
-    still = ~fab_broken(logits_fn, x, y, adv, eps=eps, norm=norm)
-    newly = robust & ~still
-    return t + 1, robust & still, jnp.where(newly.reshape(bshape), adv, x_adv)
-
-  _, robust, x_adv = jax.lax.while_loop(cond, body, (jnp.int32(0), robust0, x))
-  return x_adv, robust
+  return apgd_lib.over_targets(one, clean, x, y, n_target_classes, active)
