@@ -28,27 +28,32 @@ from absl import app, flags, logging
 from robust_distill import hostdevices
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training workdir holding the checkpoint.")
-flags.DEFINE_string("stage", "", "Stage to evaluate: student (default when trained) or teacher.")
-flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint of the stage.")
-flags.DEFINE_string("attacks", "standard", "standard, rand, or a comma-separated list of "
-                    "apgd-ce, apgd-dlr, apgd-t, fab-t, square.")
-flags.DEFINE_float("eps", -1.0, "Radius of the threat model (default: the config's eval eps).")
-flags.DEFINE_string("norm", "", "linf or l2 (default: the stage's attack norm).")
-flags.DEFINE_integer("n", 0, "Evaluate the first n test points (0: all).")
-flags.DEFINE_integer("batch_size", 0, "Global batch size (default: 32 x devices).")
-flags.DEFINE_integer("seed", 0, "Base seed of the attacks' random keys.")
-flags.DEFINE_integer("host_devices", hostdevices.DEFAULT_HOST_DEVICES, "CPU host devices.")
-flags.DEFINE_bool("checks", True, "Run the honesty checks.")
-flags.DEFINE_integer("check_n", 256, "Points used by the honesty checks.")
-flags.DEFINE_string("out", "", "Output JSON (default: WORKDIR/eval_autoattack.json).")
-flags.DEFINE_bool("fresh", False, "Ignore saved per-point results and start over.")
-flags.DEFINE_integer("stop_after_batches", 0, "Testing aid: exit with status 3 after this many "
-                     "attack batches (simulates a killed run).")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize (multi-host).")
-flags.DEFINE_multi_string("opt", [], "Attack option overrides KEY=VALUE (n_iter, "
-                          "n_target_classes, n_queries, fab_iter, p_init, rho, eot_iter, unroll, "
-                          "chunk, driver=auto|host|device); tests use fewer iterations.")
+
+
+def _define_flags():
+  """The CLI flags (defined only when this module is the program, so that importing it from
+  another absl program, such as the training CLI, does not clash with that program's flags)."""
+  flags.DEFINE_string("workdir", None, "Training workdir holding the checkpoint.")
+  flags.DEFINE_string("stage", "", "Stage to evaluate: student (default when trained) or teacher.")
+  flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint of the stage.")
+  flags.DEFINE_string("attacks", "standard", "standard, rand, or a comma-separated list of "
+                      "apgd-ce, apgd-dlr, apgd-t, fab-t, square.")
+  flags.DEFINE_float("eps", -1.0, "Radius of the threat model (default: the config's eval eps).")
+  flags.DEFINE_string("norm", "", "linf or l2 (default: the stage's attack norm).")
+  flags.DEFINE_integer("n", 0, "Evaluate the first n test points (0: all).")
+  flags.DEFINE_integer("batch_size", 0, "Global batch size (default: 32 x devices).")
+  flags.DEFINE_integer("seed", 0, "Base seed of the attacks' random keys.")
+  flags.DEFINE_integer("host_devices", hostdevices.DEFAULT_HOST_DEVICES, "CPU host devices.")
+  flags.DEFINE_bool("checks", True, "Run the honesty checks.")
+  flags.DEFINE_integer("check_n", 256, "Points used by the honesty checks.")
+  flags.DEFINE_string("out", "", "Output JSON (default: WORKDIR/eval_autoattack.json).")
+  flags.DEFINE_bool("fresh", False, "Ignore saved per-point results and start over.")
+  flags.DEFINE_integer("stop_after_batches", 0, "Testing aid: exit with status 3 after this many "
+                       "attack batches (simulates a killed run).")
+  flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize (multi-host).")
+  flags.DEFINE_multi_string("opt", [], "Attack option overrides KEY=VALUE (n_iter, "
+                            "n_target_classes, n_queries, fab_iter, p_init, rho, eot_iter, unroll, "
+                            "chunk, driver=auto|host|device); tests use fewer iterations.")
 
 
 _JITTED = {}  # compiled attack programs, reused across calls with the same model and settings
@@ -421,4 +426,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -80,6 +80,17 @@ def test_eval_stage_reports_autoattack_with_checks_and_cli_resumes(full_run):
     assert json.load(f)["robust_acc"] == aa["robust_acc"]
 
 
+def test_training_cli_eval_stage_runs_autoattack(full_run, tmp_path):
+  wd, _ = full_run
+  # The training CLI imports the AutoAttack evaluator inside its eval stage: no flag clash.
+  r = subprocess.run([sys.executable, "-m", "robust_distill.main",
+                      "--config=configs/fmnist_ltd.py:smoke", f"--workdir={wd}",
+                      "--config.stages=eval"], capture_output=True, text=True, cwd=ROOT,
+                     timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "AutoAttack (standard)" in r.stdout
+
+
 def test_evaluate_cli_rejects_bad_input_before_compute(full_run):
   wd, _ = full_run
   r = subprocess.run([sys.executable, "-m", "robust_distill.evaluate", f"--workdir={wd}",
