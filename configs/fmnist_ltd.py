@@ -50,6 +50,9 @@ def get_config(arg: str = ""):
                       loss=dict(kd_clean=1.0, trades_kl=4.0, kd_teacher_temperature=0.25),
                       attack_cfg=C.attack(**atk), temperature=1.0)
   c.eval.pgd_steps, c.eval.cw_steps = 20, 30
+  # AutoAttack on the first 100 test points (batch 128, checks on 64) keeps README command 1
+  # inside its 20 minutes; `python -m robust_distill.evaluate --workdir=... --n=1000` runs more.
+  c.eval.update(autoattack_n=100, autoattack_batch_size=128, autoattack_check_n=64)
   if arg == "smoke":
     methods.shrink_to_smoke(c, mock_examples=512)
   elif arg:

@@ -66,10 +66,12 @@ def base() -> ml_collections.ConfigDict:
   # Eval batch 128-256 measured fastest on 2 CPU cores (54 img/s vs 36 at 512-1024).
   # autoattack: '' (off), 'standard', 'rand' or a comma-separated attack list, run by
   # robust_distill.evaluate on the first autoattack_n test points (-1: all) after PGD/CW;
-  # autoattack_opts: 'KEY=VALUE,...' overrides of the attack settings (tests use fewer steps).
+  # autoattack_opts: 'KEY=VALUE,...' overrides of the attack settings (tests use fewer steps);
+  # autoattack_batch_size: 0 = 32 x devices; autoattack_check_n: points of the honesty checks.
   c.eval = dict(batch_size=256, n=-1, eps=-1.0, pgd_steps=20, pgd_step_size=-1.0,
                 cw_steps=30, cw_step_size=-1.0, val_n=1000, val_pgd_steps=10,
-                autoattack="standard", autoattack_n=1000, autoattack_opts="")
+                autoattack="standard", autoattack_n=1000, autoattack_opts="",
+                autoattack_batch_size=0, autoattack_check_n=256)
   c.checkpoint = dict(every_steps=200, keep=2, skip_corrupt=False)
   return c
 

@@ -323,6 +323,8 @@ def evaluate_stage(config, name: str, workdir: str, data: dict, mesh) -> dict:
     from robust_distill.attacks import autoattack  # pylint: disable=import-outside-toplevel
     aa_res = aa_eval.evaluate(workdir, stage=name, attacks=e.autoattack, eps=eps,
                               n=e.autoattack_n, seed=config.seed,
+                              batch_size=e.autoattack_batch_size,
+                              check_n=e.autoattack_check_n,
                               opts=autoattack.parse_opts(e.autoattack_opts), log=log)
     res.update(autoattack_acc=aa_res["robust_acc"], autoattack_clean_acc=aa_res["clean_acc"],
                autoattack_n=aa_res["n"], autoattack_checks_ok=aa_res.get("checks_ok"),
