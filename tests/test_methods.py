@@ -274,3 +274,16 @@ def test_logit_analysis_writes_plots_and_report(tmp_path):
     assert (tmp_path / f).stat().st_size > 0, f
   assert -1.0 <= cmp["spearman_confidence"] <= 1.0 and len(cmp["a_high_b_low"]) == 8
   assert cmp["summary"]["a"]["max_logit_mean"] > cmp["summary"]["b"]["max_logit_mean"]
+
+
+def test_results_table_runs_resumes_and_writes_markdown(tmp_path, capsys):
+  from robust_distill.experiments import table  # pylint: disable=import-outside-toplevel
+  kw = dict(out_dir=str(tmp_path / "out"), eval_n=64, autoattack_n=32, only=["pgd_at", "dgad"])
+  rows = table.run("smoke", str(tmp_path / "wd"), **kw)
+  assert [r["entry"] for r in rows] == ["pgd_at", "dgad"]
+  md = (tmp_path / "out" / "smoke.md").read_text()
+  assert "| PGD-AT |" in md and "| DGAD |" in md and "AutoAttack" in md and "commit" in md
+  capsys.readouterr()
+  again = table.run("smoke", str(tmp_path / "wd"), **kw)  # finished entries are not rerun
+  assert "training in" not in capsys.readouterr().out
+  assert [r["clean_acc"] for r in again] == [r["clean_acc"] for r in rows]

@@ -74,9 +74,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
            f"Produced by `{meta['command']}` at commit `{meta['git_commit']}` "
            f"({meta['wall_time']}, {meta['machine']}).", "",
            f"Every student: {meta['student']}. Robust accuracy at L-inf eps = {meta['eps']}: "
-           f"PGD-20 and CW-30 on the first {meta['eval_n']} test points, AutoAttack (standard) "
-           f"on the first {meta['autoattack_n']}.", "",
-           "| method | clean | PGD-20 | CW-30 | AutoAttack | AA checks | train time |",
+           f"PGD-{meta['pgd_steps']} and CW-{meta['cw_steps']} on the first {meta['eval_n']} "
+           f"test points, AutoAttack (standard) on the first {meta['autoattack_n']}.", "",
+           f"| method | clean | PGD-{meta['pgd_steps']} | CW-{meta['cw_steps']} | AutoAttack | "
+           "AA checks | train time |",
            "|---|---|---|---|---|---|---|"]
   for r in rows:
     if "error" in r:
@@ -125,7 +126,10 @@ def run(suite: str, workdir: str, *, out_dir: str, eval_n: int, autoattack_n: in
           "git_commit": loop._git_commit(),  # pylint: disable=protected-access
           "wall_time": f"{wall / 60:.1f} min this invocation",
           "machine": f"{os.cpu_count()} CPU cores", "eps": rows[0].get("eps") if rows else None,
-          "eval_n": eval_n, "autoattack_n": autoattack_n,
+          "eval_n": rows[0].get("n") if rows else eval_n,
+          "autoattack_n": rows[0].get("autoattack_n") if rows else autoattack_n,
+          "pgd_steps": rows[0].get("pgd_steps") if rows else 20,
+          "cw_steps": rows[0].get("cw_steps") if rows else 30,
           "student": "small CNN, 2 epochs, 3-step training attack, SGD 0.05 cosine, wd 2e-4"}
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, f"{suite}.json"), "w") as f:
