@@ -7,7 +7,10 @@ never stop an evaluation: the flags are printed beside the numbers and stored in
   batch (reversed order), as AutoAttack's randomness check (max L2 distance between
   L2-normalised logit vectors <= 1e-4, same number of correct predictions).
 * ``logits_not_probabilities``: the attacked outputs are not a probability distribution.
-* ``gradients``: no zero or non-finite input gradient of CE and DLR at the clean points.
+* ``gradients``: no zero or non-finite input gradient of CE and DLR at the clean points that
+  the model classifies correctly (the points an attack has to work on, as AutoAttack's
+  ``check_zero_gradients`` inside APGD; at a misclassified point whose true class ranks third,
+  DLR is the constant 1 and its gradient is legitimately 0).
 * ``eps_monotone``: robust accuracy does not rise as eps grows (at least 3 values of eps), and
   is near 0 at the largest.
 * ``more_iterations``: APGD-CE with 2x iterations and 2 restarts does not give a higher robust
@@ -57,14 +60,16 @@ def logits_not_probabilities(logits_fn, x) -> dict:
 def gradients(logits_fn, x, y) -> dict:
   def g(loss):
     return jax.grad(lambda v: jnp.sum(loss(logits_fn(v), y)))(x)
+  correct = np.asarray(jnp.argmax(logits_fn(x), -1) == y)
   out = {}
   for name, loss in (("ce", core.cross_entropy), ("dlr", extra.dlr)):
-    gr = np.asarray(g(loss)).reshape(len(y), -1)
+    gr = np.asarray(g(loss)).reshape(len(y), -1)[correct]
     out[name] = {"zero": int((np.abs(gr).sum(1) == 0).sum()),
                  "nonfinite": int((~np.isfinite(gr)).any(1).sum())}
   bad = sum(v["zero"] + v["nonfinite"] for v in out.values())
   return _check("gradients", bad == 0, out,
-                f"points with zero or non-finite input gradient of CE / DLR, of {len(y)}")
+                f"correctly classified points with zero or non-finite input gradient of CE / "
+                f"DLR, of {int(correct.sum())}")
 
 
 def apgd_robust_fn(logits_fn, *, norm: str, unroll=None):
