@@ -10,6 +10,4 @@ Reference (second-hand, shared/docs/evaluation.md 7.3): ResNet-18 AdaAD, 84.74 c
 
 from robust_distill import methods
 
-
-def get_config(arg: str = ""):
-  return methods.make(arg, "adaad")
+get_config = methods.config_fn("adaad")

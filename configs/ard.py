@@ -12,6 +12,4 @@ Reference (second-hand, LTD-class teacher, shared/docs/evaluation.md 7.3): ResNe
 
 from robust_distill import methods
 
-
-def get_config(arg: str = ""):
-  return methods.make(arg, "ard")
+get_config = methods.config_fn("ard")

@@ -10,6 +10,4 @@ re-verified here].
 
 from robust_distill import methods
 
-
-def get_config(arg: str = ""):
-  return methods.make(arg, "awp")
+get_config = methods.config_fn("awp")

@@ -12,6 +12,4 @@ The DGAD paper reports ResNet-18 CIFAR-10 numbers; no AutoAttack number is quote
 
 from robust_distill import methods
 
-
-def get_config(arg: str = ""):
-  return methods.make(arg, "dgad")
+get_config = methods.config_fn("dgad")

@@ -11,6 +11,4 @@ Reference (second-hand, shared/docs/evaluation.md 7.3): ResNet-18 IAD, 84.33 cle
 
 from robust_distill import methods
 
-
-def get_config(arg: str = ""):
-  return methods.make(arg, "iad")
+get_config = methods.config_fn("iad")

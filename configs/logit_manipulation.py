@@ -12,6 +12,4 @@ every other student's.
 
 from robust_distill import methods
 
-
-def get_config(arg: str = ""):
-  return methods.make(arg, "logit_manipulation")
+get_config = methods.config_fn("logit_manipulation")

@@ -9,6 +9,4 @@ RobustBench Chen2021LTD_WRN34_10: 85.21 clean / 56.94 AutoAttack (the paper's be
 
 from robust_distill import methods
 
-
-def get_config(arg: str = ""):
-  return methods.make(arg, "ltd_awp")
+get_config = methods.config_fn("ltd_awp")

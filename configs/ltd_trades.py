@@ -10,6 +10,4 @@ RobustBench Chen2021LTD_WRN34_10 (LTD with AWP, CIFAR-10): 85.21 clean / 56.94 A
 
 from robust_distill import methods
 
-
-def get_config(arg: str = ""):
-  return methods.make(arg, "ltd_trades")
+get_config = methods.config_fn("ltd_trades")

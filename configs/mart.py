@@ -10,6 +10,4 @@ quoted here.
 
 from robust_distill import methods
 
-
-def get_config(arg: str = ""):
-  return methods.make(arg, "mart")
+get_config = methods.config_fn("mart")

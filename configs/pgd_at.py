@@ -9,6 +9,4 @@ CIFAR-10, 82.78 clean / 44.63 AutoAttack.
 
 from robust_distill import methods
 
-
-def get_config(arg: str = ""):
-  return methods.make(arg, "pgd_at")
+get_config = methods.config_fn("pgd_at")

@@ -10,6 +10,4 @@ Reference (second-hand, shared/docs/evaluation.md 7.3): ResNet-18 RSLAD, 83.59 c
 
 from robust_distill import methods
 
-
-def get_config(arg: str = ""):
-  return methods.make(arg, "rslad")
+get_config = methods.config_fn("rslad")

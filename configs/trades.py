@@ -10,6 +10,4 @@ CIFAR-10, 82.41 clean / 48.37 AutoAttack.
 
 from robust_distill import methods
 
-
-def get_config(arg: str = ""):
-  return methods.make(arg, "trades")
+get_config = methods.config_fn("trades")
