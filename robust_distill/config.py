@@ -34,7 +34,9 @@ def stage(*, model="small_cnn", model_kwargs=None, epochs=1.0, batch_size=128, l
                 kd_adv_adv=0.0, mart_bce=0.0, mart_kl=0.0, pcr=0.0, dgad_kd=0.0, iad_intro=0.0,
                 kd_teacher_temperature=1.0, kd_student_temperature=1.0, kd_scale=1.0,
                 kd_reduction="batchmean", kd_teacher_transform="none",
-                label_smoothing=0.0, dgad_map=1, dgad_els=1, iad_beta=0.1, iad_begin=0.0)
+                label_smoothing=0.0, dgad_map=1, dgad_els=1, iad_beta=0.1, iad_begin=0.0,
+                mart_margin=0.0, at_adv=0.0, at_bwd=0.0, bml_triplet=0.0, at_layer="last",
+                bml_margin=0.03, bml_l2=0.001, bml_negative="pool", bml_pool_size=8)
   losses.update(loss or {})
   return ml_collections.ConfigDict(dict(
       model=model, model_kwargs=dict(model_kwargs or {}), temperature=temperature,
@@ -45,6 +47,8 @@ def stage(*, model="small_cnn", model_kwargs=None, epochs=1.0, batch_size=128, l
       loss=losses, attack=attack_cfg if attack_cfg is not None else attack(),
       # AWP (Wu et al. 2020) around the stage's loss: gamma 0 = off.
       awp=dict(gamma=0.0, proxy_lr=0.01, warmup_epochs=0.0),
+      # '' = random initialisation; 'teacher' = the (online) teacher's parameters (AGKD-BML).
+      init_from="",
       val_every_epochs=1.0, stop_at_step=0))
 
 
@@ -123,6 +127,13 @@ def _check_stage(name, s):
   if s.loss.kd_teacher_transform not in logit_analysis.TRANSFORMS:
     raise ValueError(f"{name}.loss.kd_teacher_transform: unknown {s.loss.kd_teacher_transform!r}"
                      f"; valid: {list(logit_analysis.TRANSFORMS)}")
+  if s.loss.bml_negative not in step.NEGATIVE_SOURCES:
+    raise ValueError(f"{name}.loss.bml_negative: unknown {s.loss.bml_negative!r}; valid: "
+                     f"{list(step.NEGATIVE_SOURCES)}")
+  if s.loss.bml_pool_size < 1:
+    raise ValueError(f"{name}.loss.bml_pool_size must be >= 1")
+  if s.get("init_from", "") not in ("", "teacher"):
+    raise ValueError(f"{name}.init_from: unknown {s.init_from!r}; valid: ['', 'teacher']")
   if s.awp.gamma < 0 or s.awp.proxy_lr <= 0:
     raise ValueError(f"{name}.awp: gamma must be >= 0 and proxy_lr > 0")
   if s.optim.name not in step.OPTIMIZERS:
@@ -154,6 +165,15 @@ def validate(config) -> None:
     if config.teacher.source not in TEACHER_SOURCES:
       raise ValueError(f"teacher.source: unknown {config.teacher.source!r}; valid: "
                        f"{list(TEACHER_SOURCES)}")
+    if config.student.get("init_from", "") == "teacher":
+      t, st = config.teacher, config.student
+      if config.teacher.source != "online" or t.model != st.model or (
+          t.model_kwargs.to_dict() != st.model_kwargs.to_dict()):
+        raise ValueError("student.init_from='teacher' needs teacher.source='online' and the "
+                         "same model and model_kwargs for the teacher and the student")
+    feature_terms = [t for t in ("at_adv", "at_bwd") if t in step.active_terms(config.student.loss)]
+    if feature_terms:
+      _check_feature(config, feature_terms)
     if config.teacher.source == "precomputed":
       if config.student.attack.objective == "kl_models":
         raise ValueError("student.attack.objective='kl_models' evaluates the teacher on moving "
@@ -175,3 +195,23 @@ def validate(config) -> None:
             "teacher.source='precomputed' with dataset.augment='flip' needs "
             "teacher.flip_aware=True (logits precomputed for both the image and its mirror), "
             "or teacher.source='online'.")
+
+
+def _check_feature(config, terms) -> None:
+  """The attention terms' layer must be a feature of both models (checked on abstract shapes)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from robust_distill import models  # pylint: disable=import-outside-toplevel
+  from robust_distill.data import pipeline  # pylint: disable=import-outside-toplevel
+  _, shape, classes = pipeline.INFO[config.dataset.name]
+  layer = config.student.loss.at_layer
+  for name in ("student", "teacher"):
+    s = config[name]
+    graphdef, state = nnx.split(nnx.eval_shape(lambda s=s: models.build_for_data(
+        s.model, s.model_kwargs, num_classes=classes, image_shape=shape)))
+    feats = jax.eval_shape(
+        lambda st, x, g=graphdef: nnx.merge(g, st)(x, return_features=True)[1], state,
+        jax.ShapeDtypeStruct((1,) + tuple(shape), jax.numpy.float32))
+    if layer not in feats:
+      raise ValueError(f"student.loss.at_layer={layer!r} (terms {terms}) is not a feature of "
+                       f"the {name}'s model {s.model!r}; its features: {sorted(feats)}")

@@ -62,7 +62,14 @@ def local_batch_size(global_batch: int, mesh: Mesh) -> int:
   return global_batch // jax.process_count()
 
 
+# Batch entries that every host holds whole (the same on all hosts), replicated on the mesh.
+REPLICATED_KEYS = ("pool_image",)
+
+
 def shard_batch(local: dict, mesh: Mesh) -> dict:
-  """Host-local numpy batch -> global ``jax.Array`` batch sharded over ``data``."""
-  sh = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sh, np.asarray(v)) for k, v in local.items()}
+  """Host-local numpy batch -> global ``jax.Array`` batch sharded over ``data`` (entries named
+  in ``REPLICATED_KEYS``, identical on every host, are replicated instead)."""
+  sh, repl = batch_sharding(mesh), replicated(mesh)
+  return {k: jax.make_array_from_process_local_data(repl if k in REPLICATED_KEYS else sh,
+                                                    np.asarray(v))
+          for k, v in local.items()}

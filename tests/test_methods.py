@@ -41,10 +41,10 @@ def _kl(p, q):
 
 def _ctx(loss_cfg, *, clean, adv, t_clean, t_adv, y, epoch=0.0):
   """A step context whose 'model' returns its input: the student's logits are given directly."""
-  apply = lambda p, s, x, train: (x, s)
+  apply = lambda p, s, x, train, features=False: (((x, {}) if features else x), s)
+  t_fn = lambda xa, features=False: (jnp.asarray(t_adv), {}) if features else jnp.asarray(t_adv)
   return step_lib.Context(apply, None, {}, jnp.asarray(clean), jnp.asarray(adv), jnp.asarray(y),
-                          jnp.asarray(t_clean), loss_cfg,
-                          teacher_fn=lambda xa: jnp.asarray(t_adv), epoch=epoch)
+                          jnp.asarray(t_clean), loss_cfg, teacher_fn=t_fn, epoch=epoch)
 
 
 @pytest.fixture
@@ -164,6 +164,9 @@ def test_every_method_trains_two_steps_on_8_devices(name):
            "label": r.integers(0, 10, 32).astype(np.int32)}
   if step_lib.needs_teacher(s) and not online:
     batch["teacher_logits"] = r.normal(size=(32, 10)).astype(np.float32)
+  if step_lib.class_pool_size(s):
+    batch["pool_image"] = r.integers(0, 255, (10, step_lib.class_pool_size(s), 28, 28, 1),
+                                     dtype=np.uint8)
   state = parallel.replicate(state, mesh)
   gb = parallel.shard_batch(batch, mesh)
   for i in range(2):
@@ -195,7 +198,10 @@ def test_each_training_attack_raises_its_objective(objective):
          "cw": lambda v: core.cw_margin(f(v), y),
          "kl_self": lambda v: core.kl_logits(f(x), f(v)),
          "kl_teacher": lambda v: core.kl_logits(t_logits, f(v)),
-         "kl_models": lambda v: core.kl_logits(t_fn(v), f(v))}[objective]
+         "kl_models": lambda v: core.kl_logits(t_fn(v), f(v)),
+         # Towards the most confusing class: its log-probability rises.
+         "ce_confusing": lambda v: -core.cross_entropy(f(v), step_lib.most_confusing(f(x), y))
+         }[objective]
   start = x + 0.001 * jax.random.normal(jax.random.key(5), x.shape)
   assert float(jnp.mean(obj(x_adv))) > float(jnp.mean(obj(start)))
 
@@ -283,7 +289,140 @@ def test_results_table_runs_resumes_and_writes_markdown(tmp_path, capsys):
   assert [r["entry"] for r in rows] == ["pgd_at", "dgad"]
   md = (tmp_path / "out" / "smoke.md").read_text()
   assert "| PGD-AT |" in md and "| DGAD |" in md and "AutoAttack" in md and "commit" in md
+  assert "Shared TRADES teacher" in md and "Standard model" in md and "+0.00 |" in md
+  for f in ("report.md", "hist_gap.png", "grid_a_high_b_low.png"):  # the logit study
+    assert (tmp_path / "out" / "smoke_logits" / f).stat().st_size > 0, f
   capsys.readouterr()
   again = table.run("smoke", str(tmp_path / "wd"), **kw)  # finished entries are not rerun
-  assert "training in" not in capsys.readouterr().out
+  assert "robust_distill: stages" not in capsys.readouterr().out  # printed by every loop.run
   assert [r["clean_acc"] for r in again] == [r["clean_acc"] for r in rows]
+
+
+# --- AGKD-BML ----------------------------------------------------------------------------------
+
+def _agkd_inputs(seed=0, b=6, c=5):
+  """Student/teacher logits, 'last' feature maps and embeddings for the four inputs."""
+  r = np.random.RandomState(seed)
+  f = lambda *shape: r.randn(*shape).astype(np.float32)
+  student = {w: {"logits": f(b, c), "last": f(b, 3, 3, 4), "embedding": f(b, 7)}
+             for w in ("clean", "adv", "bwd")}
+  teacher = {w: {"logits": f(b, c), "last": f(b, 3, 3, 4)} for w in ("clean", "neg")}
+  y = r.randint(0, c, b)
+  valid = np.array([True] * (b - 1) + [False])
+  return student, teacher, y, valid
+
+
+def _agkd_ctx(loss_cfg, student, teacher, y, valid):
+  """A context whose 'models' look their outputs up by input name."""
+  as_x = lambda w: jnp.full((1,), ["clean", "adv", "bwd", "neg"].index(w), jnp.float32)
+  name = lambda x: ["clean", "adv", "bwd", "neg"][int(x[0])]
+
+  def apply(p, s, x, train, features=False):
+    out = {k: jnp.asarray(v) for k, v in student[name(x)].items()}
+    return ((out["logits"], out) if features else out["logits"]), s
+
+  def t_fn(x, features=False):
+    out = {k: jnp.asarray(v) for k, v in teacher[name(x)].items()}
+    return (out["logits"], out) if features else out["logits"]
+
+  return step_lib.Context(apply, None, {}, as_x("clean"), as_x("adv"), jnp.asarray(y),
+                          jnp.asarray(teacher["clean"]["logits"]), loss_cfg, teacher_fn=t_fn,
+                          x_neg=as_x("neg"), x_bwd=as_x("bwd"), neg_valid=jnp.asarray(valid))
+
+
+def test_agkd_bml_total_matches_the_official_formula():
+  """The agkd_bml config's loss against a NumPy transcription of AGKD-BML's main.py."""
+  student, teacher, y, valid = _agkd_inputs()
+  cfg = _config("agkd_bml").student.loss
+  ctx = _agkd_ctx(cfg, student, teacher, y, valid)
+  terms = step_lib.active_terms(cfg)
+  got = float(sum(w * jnp.mean(step_lib.LOSS_TERMS[k](ctx)) for k, w in terms.items()))
+
+  b, c = y.shape[0], 5
+  pa, pn = _softmax(student["adv"]["logits"]), _softmax(student["clean"]["logits"])
+  onehot = np.eye(c)[y]
+  q = onehot * 0.5 + (1 - onehot) * 0.5 / (c - 1)  # label smoothing 0.5
+  ls_ce = -(q * np.log(pa)).sum(-1).mean()
+  y_other = np.where(onehot.astype(bool), -np.inf, pa).argmax(-1)
+  margin = -np.log(1.0001 - pa[np.arange(b), y_other] + 1e-12).mean()
+  kl = (pn * (np.log(pn) - np.log(pa + 1e-12))).sum(-1) * (1.0000001 - pn[np.arange(b), y])
+
+  def am(f):
+    a = f.sum(-1).reshape(b, -1)
+    return (a - a.min(1, keepdims=True)) / (a.max(1, keepdims=True) - a.min(1, keepdims=True))
+
+  at_fwd = np.abs(am(student["adv"]["last"]) - am(teacher["clean"]["last"])).mean(-1)
+  at_bwd = np.abs(am(student["bwd"]["last"]) - am(teacher["neg"]["last"])).mean(-1) * valid
+  a, p, n = (student[w]["embedding"] for w in ("adv", "clean", "bwd"))
+  d = lambda u, v: 1 - np.abs((u * v).sum(-1)) / (np.linalg.norm(u, axis=-1)
+                                                  * np.linalg.norm(v, axis=-1))
+  trip = (np.maximum(0, 0.03 + d(a, p) - d(a, n))
+          + 0.001 * ((a**2).mean(-1) + (p**2).mean(-1) + (n**2).mean(-1))) * valid
+  ref = ls_ce + margin + 6 * kl.mean() + at_fwd.mean() + at_bwd.mean() + 2 * trip.mean()
+  np.testing.assert_allclose(got, ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("source", ["pool", "batch"])
+def test_negatives_are_clean_images_of_the_requested_class(source):
+  r = np.random.default_rng(0)
+  y = jnp.asarray(np.repeat(np.arange(4), 4))  # 16 examples, 4 of each of 4 classes
+  x = jnp.asarray(y, jnp.float32)[:, None, None, None] + jnp.zeros((16, 2, 2, 1))
+  pool = jnp.arange(5)[:, None, None, None, None] + jnp.zeros((5, 3, 2, 2, 1))  # image = class
+  classes = jnp.asarray(r.integers(0, 4, 16))
+  x2, valid = step_lib.select_negatives(source, jax.random.key(0), classes, x, y, pool)
+  np.testing.assert_array_equal(np.asarray(x2)[:, 0, 0, 0], np.asarray(classes))
+  assert bool(valid.all())
+  if source == "batch":  # a class absent from the batch is masked out
+    x2, valid = step_lib.select_negatives(source, jax.random.key(0), jnp.full((16,), 4), x, y)
+    assert not bool(valid.any())
+
+
+def test_backward_example_moves_the_negative_towards_the_true_class():
+  model = models.build("small_cnn", width=8, hidden=32)
+  g, p, st = nnx.split(model, nnx.Param, nnx.BatchStat)
+  apply = step_lib.make_apply(g)
+  s = C.stage(loss=dict(ce_adv=1.0), attack_cfg=C.attack(eps=0.1, step_size=0.025, steps=10,
+                                                          objective="ce_confusing"))
+  r = np.random.default_rng(3)
+  x2 = jnp.asarray(r.uniform(size=(16, 28, 28, 1)), jnp.float32)
+  y = jnp.asarray(r.integers(0, 10, 16))
+  atk = step_lib.attack_fn(s, apply, p, st)
+  x2_adv = atk(x2, y, jax.random.key(0), objective="ce_targeted", target=y)
+  logp = lambda v: jnp.take_along_axis(jax.nn.log_softmax(apply(p, st, v, train=False)[0]),
+                                       y[:, None], -1).mean()
+  assert float(logp(x2_adv)) > float(logp(x2))
+  assert float(jnp.max(jnp.abs(x2_adv - x2))) <= 0.1 + 1e-6
+
+
+def test_class_pool_in_the_input_pipeline():
+  from robust_distill.data import pipeline  # pylint: disable=import-outside-toplevel
+  data = pipeline.mock_split("train", n=200)
+  idx = np.arange(150)
+  kw = dict(global_batch=16, seed=3, class_pool=4, num_classes=10)
+  b0 = next(pipeline.train_iterator(data, idx, **kw))
+  assert b0["pool_image"].shape == (10, 4, 28, 28, 1)
+  # Every pool image is a training image (of idx) of its class.
+  flat = data["image"][idx].reshape(150, -1)
+  for c in range(10):
+    for k in range(4):
+      rows = np.flatnonzero((flat == b0["pool_image"][c, k].reshape(-1)).all(-1))
+      assert rows.size and (data["label"][idx][rows] == c).all()
+  # Identical on every host, while the examples are split between hosts.
+  b1 = next(pipeline.train_iterator(data, idx, process_index=1, process_count=2, **kw))
+  np.testing.assert_array_equal(b0["pool_image"], b1["pool_image"])
+  assert b1["image"].shape[0] == 8
+
+
+def test_student_initialised_from_the_teacher():
+  from robust_distill.train import loop  # pylint: disable=import-outside-toplevel
+  tx = step_lib.make_optimizer(C.stage().optim, 10)
+  _, state = step_lib.init_state(models.build("small_cnn", width=8, hidden=32), tx)
+  tg, tp, ts = nnx.split(models.build("small_cnn", seed=5, width=8, hidden=32), nnx.Param,
+                         nnx.BatchStat)
+  new = loop._init_from(state, "teacher", {"graphdef": tg, "params": tp, "stats": ts}, tx)  # pylint: disable=protected-access
+  for a, b in zip(jax.tree.leaves(new["params"]), jax.tree.leaves(tp)):
+    np.testing.assert_array_equal(a, b)
+  _, op, os_ = nnx.split(models.build("small_cnn", seed=5, width=16, hidden=32), nnx.Param,
+                         nnx.BatchStat)
+  with pytest.raises(ValueError, match="different architectures"):
+    loop._init_from(state, "teacher", {"graphdef": tg, "params": op, "stats": os_}, tx)  # pylint: disable=protected-access

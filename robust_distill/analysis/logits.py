@@ -158,11 +158,29 @@ def write_report(out_dir: str, names: tuple[str, str], stats: tuple[dict, dict],
   return cmp
 
 
-def _model_logits(workdir, images, batch=500):
-  import robust_distill  # pylint: disable=import-outside-toplevel
-  m = robust_distill.restore(workdir)
-  f = jax.jit(m.__call__)
+def _model_logits(model, images, batch=500):
+  f = jax.jit(model.__call__)
   return np.concatenate([np.asarray(f(images[i:i + batch])) for i in range(0, len(images), batch)])
+
+
+def study(standard: str, robust: str, out: str, *, n: int = 2000) -> dict:
+  """The study on the first ``n`` clean test points: restores the models of the workdirs
+  ``standard`` and ``robust`` (their student, or else their teacher), computes the statistics
+  and writes the report to ``out``; returns ``compare``'s summary."""
+  import robust_distill  # pylint: disable=import-outside-toplevel
+  from robust_distill.data import pipeline  # pylint: disable=import-outside-toplevel
+  models = [robust_distill.restore(w) for w in (standard, robust)]
+  d = models[1].config.dataset
+  test = pipeline.load_split(d.name, "test", data_dir=d.data_dir or None,
+                             manual_dir=d.manual_dir, mock_examples=d.mock_examples)
+  x = test["image"][:n].astype(np.float32) / 255.0
+  y = test["label"][:n]
+  stats = tuple(logit_stats(_model_logits(m, x), y) for m in models)
+  cmp = write_report(out, ("standard", "adversarially trained"), stats, images=x, labels=y,
+                     title=f"Logit distributions: standard vs adversarially trained "
+                           f"({d.name}, first {len(y)} test images)")
+  print(f"wrote {out}/report.md (Spearman {cmp['spearman_confidence']:.3f})", flush=True)
+  return cmp
 
 
 def main(argv=None):
@@ -173,15 +191,7 @@ def main(argv=None):
   p.add_argument("--out", default="results/logit_study")
   p.add_argument("--n", type=int, default=2000)
   a = p.parse_args(argv)
-  import robust_distill  # pylint: disable=import-outside-toplevel
-  from robust_distill.data import pipeline  # pylint: disable=import-outside-toplevel
-  cfg = robust_distill.restore(a.robust).config
-  test = pipeline.load_split(cfg.dataset.name, "test", mock_examples=cfg.dataset.mock_examples)
-  x = test["image"][:a.n].astype(np.float32) / 255.0
-  y = test["label"][:a.n]
-  stats = tuple(logit_stats(_model_logits(w, x), y) for w in (a.standard, a.robust))
-  cmp = write_report(a.out, ("standard", "adversarially trained"), stats, images=x, labels=y)
-  print(f"wrote {a.out}/report.md (Spearman {cmp['spearman_confidence']:.3f})")
+  study(a.standard, a.robust, a.out, n=a.n)
 
 
 if __name__ == "__main__":

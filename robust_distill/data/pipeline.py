@@ -111,14 +111,20 @@ def split_train_val(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.nd
   return np.sort(perm[: n - val_size]), np.sort(perm[n - val_size:])
 
 
-def augment_batch(images: np.ndarray, rng: np.random.Generator, mode: str
+def augment_batch(images: np.ndarray, rng: np.random.Generator, mode: str, *,
+                  host: slice = slice(None), draw_n: int | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
   """Random crop (zero-pad 4) and horizontal flip of a uint8 NHWC batch.
+
+  The random draws are made for ``draw_n`` examples (default: all of ``images``) and their
+  ``host`` slice is applied to ``images``: a host passes its own rows of a global batch of
+  ``draw_n``, so an example's augmentation does not depend on the number of hosts.
 
   Returns the augmented batch and the per-example flip flags (used by the flip-aware teacher
   logits join).
   """
   n = images.shape[0]
+  draw_n = n if draw_n is None else draw_n
   flips = np.zeros(n, bool)
   if mode == "none":
     return images, flips
@@ -126,11 +132,11 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, mode: str
   if mode == "crop_flip":
     h, w = images.shape[1:3]
     padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
-    dy, dx = rng.integers(0, 9, n), rng.integers(0, 9, n)
+    dy, dx = rng.integers(0, 9, draw_n)[host], rng.integers(0, 9, draw_n)[host]
     rows = dy[:, None] + np.arange(h)[None]
     cols = dx[:, None] + np.arange(w)[None]
     out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-  flips = rng.random(n) < 0.5
+  flips = (rng.random(draw_n) < 0.5)[host]
   out = np.where(flips[:, None, None, None], out[:, :, ::-1], out)
   return out, flips
 
@@ -143,12 +149,30 @@ class _Gather:
   seed: int
   teacher_logits: Any  # None, [N_ids, C] or [N_ids, 2, C] (flip-aware), indexed by id.
   id_to_row: Any
+  class_index: Any = None  # None or [C, N_c_max] rows per class (-1 padded), for the pool.
+  class_counts: Any = None
+  pool_size: int = 0
 
-  def __call__(self, batch_index: int, idx: np.ndarray) -> dict[str, np.ndarray]:
+  def pool(self, batch_index: int) -> np.ndarray:
+    """``[C, K, H, W, ch]``: K uniform draws (with replacement) from each class's training
+    images, augmented; the same on every host (seeded by the batch number only)."""
+    rng = np.random.default_rng([self.seed, int(batch_index), 1])
+    c = len(self.class_counts)
+    pick = (rng.random((c, self.pool_size)) * self.class_counts[:, None]).astype(np.int64)
+    rows = np.take_along_axis(self.class_index, pick, 1).reshape(-1)
+    images, _ = augment_batch(self.data["image"][rows], rng, self.augment)
+    return images.reshape((c, self.pool_size) + images.shape[1:])
+
+  def __call__(self, batch_index: int, idx: np.ndarray, host: slice = slice(None)
+               ) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([self.seed, int(batch_index)])
     idx = np.asarray(idx)
-    images, flips = augment_batch(self.data["image"][idx], rng, self.augment)
+    global_n, idx = len(idx), idx[host]
+    images, flips = augment_batch(self.data["image"][idx], rng, self.augment, host=host,
+                                  draw_n=global_n)
     out = {"image": images, "label": self.data["label"][idx], "id": self.data["id"][idx]}
+    if self.pool_size:
+      out["pool_image"] = self.pool(batch_index)
     if self.teacher_logits is not None:
       rows = self.id_to_row[out["id"]]
       t = self.teacher_logits[rows]
@@ -161,13 +185,19 @@ class _Gather:
 def train_iterator(data: dict, indices: np.ndarray, *, global_batch: int, seed: int,
                    augment: str = "none", process_index: int = 0, process_count: int = 1,
                    teacher_logits: np.ndarray | None = None,
-                   teacher_ids: np.ndarray | None = None, state: dict | None = None):
+                   teacher_ids: np.ndarray | None = None, state: dict | None = None,
+                   class_pool: int = 0, num_classes: int = 0):
   """An infinite, deterministic, checkpointable iterator of this host's share of each batch.
 
   Global batch ``b`` is made of positions ``[b*B, (b+1)*B)`` of an epoch-wise shuffled stream of
   ``indices`` (a new permutation every epoch, from ``seed``); host ``p`` of ``P`` takes every
   ``P``-th of them. The result depends only on ``seed`` and the batch number, so a restored
-  iterator (``state``) continues exactly.
+  iterator (``state``) continues exactly; an example's augmentation does not depend on the
+  number of hosts.
+
+  With ``class_pool=K > 0`` each batch also carries ``pool_image`` ``[num_classes, K, ...]``: K
+  random training images (of ``indices``) per class, from a class-indexed pool, identical on
+  every host (AGKD-BML's negatives; ``robust_distill.train.step.select_negatives``).
   """
   if augment not in AUGMENTS:
     raise ValueError(f"Unknown augment {augment!r}; valid: {list(AUGMENTS)}")
@@ -181,11 +211,23 @@ def train_iterator(data: dict, indices: np.ndarray, *, global_batch: int, seed: 
     if missing.size:
       raise ValueError(f"precomputed teacher logits miss {missing.size} training ids "
                        f"(e.g. {missing[:5].tolist()}); rerun the precompute stage")
+  class_index = class_counts = None
+  if class_pool:
+    labels = data["label"][indices]
+    class_counts = np.bincount(labels, minlength=num_classes)
+    if num_classes <= 0 or (class_counts == 0).any():
+      raise ValueError(f"a class pool needs every one of the {num_classes} classes in the "
+                       f"training split; counts {class_counts.tolist()}")
+    class_index = np.full((num_classes, class_counts.max()), -1, np.int64)
+    for c in range(num_classes):
+      rows = np.asarray(indices)[labels == c]
+      class_index[c, :len(rows)] = rows
   positions = (grain.MapDataset.source(np.asarray(indices)).shuffle(seed=seed).repeat(None)
                .batch(global_batch, drop_remainder=True))
-  gather = _Gather(data, augment, seed, teacher_logits, id_to_row)
-  ds = positions.map_with_index(
-      lambda i, idx: gather(i, np.asarray(idx)[process_index::process_count]))
+  gather = _Gather(data, augment, seed, teacher_logits, id_to_row, class_index, class_counts,
+                   class_pool)
+  host = slice(process_index, None, process_count)
+  ds = positions.map_with_index(lambda i, idx: gather(i, np.asarray(idx), host))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)).__iter__()
   if state is not None:
     it.set_state(state)

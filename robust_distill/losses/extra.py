@@ -1,9 +1,23 @@
 """More per-example terms of the loss vocabulary: MART, attention transfer, the BML triplet, and
-AutoAttack's DLR margins. Pure functions of arrays returning ``[batch]`` values; not yet wired
-into the training step's config vocabulary (issue 5)."""
+AutoAttack's DLR margins. Pure functions of arrays returning ``[batch]`` values; the training
+step's config vocabulary (``robust_distill.train.step.LOSS_TERMS``) is built on them."""
 
 import jax
 import jax.numpy as jnp
+
+
+def mart_margin(adv_logits: jax.Array, labels: jax.Array) -> jax.Array:
+  r"""The margin part of MART's boosted CE: the probability of the strongest wrong class pushed
+  down (Wang et al., ICLR 2020, official code constants). AGKD-BML (Wang et al., ICCV 2021)
+  uses it without the CE part, as its ``MART_reg``.
+
+  .. math:: \ell_i = -\log(1.0001 - p'_{i y'_i} + 10^{-12}),\quad
+     y'_i = \arg\max_{k \ne y_i} p'_{ik}
+  """
+  p = jax.nn.softmax(adv_logits, -1)
+  onehot = jax.nn.one_hot(labels, p.shape[-1], dtype=bool)
+  p_other = jnp.max(jnp.where(onehot, -jnp.inf, p), -1)
+  return -jnp.log(1.0001 - p_other + 1e-12)
 
 
 def mart_boosted_ce(adv_logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -13,12 +27,8 @@ def mart_boosted_ce(adv_logits: jax.Array, labels: jax.Array) -> jax.Array:
   .. math:: \ell_i = \mathrm{CE}(z'_i, y_i) - \log(1.0001 - p'_{i y'_i} + 10^{-12}),\quad
      y'_i = \arg\max_{k \ne y_i} p'_{ik}
   """
-  p = jax.nn.softmax(adv_logits, -1)
-  onehot = jax.nn.one_hot(labels, p.shape[-1], dtype=bool)
-  other = jnp.argmax(jnp.where(onehot, -jnp.inf, p), -1)
-  p_other = jnp.take_along_axis(p, other[:, None], -1)[:, 0]
   ce = -jnp.take_along_axis(jax.nn.log_softmax(adv_logits, -1), labels[:, None], -1)[:, 0]
-  return ce - jnp.log(1.0001 - p_other + 1e-12)
+  return ce + mart_margin(adv_logits, labels)
 
 
 def mart_weighted_kl(clean_logits: jax.Array, adv_logits: jax.Array, labels: jax.Array

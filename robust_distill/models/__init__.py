@@ -23,3 +23,15 @@ def build(name: str, *, seed: int = 0, **kwargs) -> nnx.Module:
   """Builds model ``name`` with keyword arguments from the config (plain numbers/tuples)."""
   check_name(name)
   return MODELS[name](rngs=nnx.Rngs(seed), **kwargs)
+
+
+def build_for_data(name: str, model_kwargs, *, num_classes: int, image_shape, seed: int = 0
+                   ) -> nnx.Module:
+  """Builds model ``name`` for a dataset: ``num_classes`` and the input channels (and, for the
+  small CNN, the image size) are filled in unless ``model_kwargs`` sets them."""
+  kw = dict(model_kwargs)
+  kw.setdefault("num_classes", num_classes)
+  kw.setdefault("in_channels", image_shape[-1])
+  if name == "small_cnn":
+    kw.setdefault("image_size", image_shape[0])
+  return build(name, seed=seed, **kw)

@@ -25,11 +25,12 @@ def _conv(i, o, k, stride, rngs):
 
 
 def _classify(head, h, feats, return_features):
-  """Global average pooling -> linear head; optionally also the features and the embedding."""
+  """Global average pooling -> linear head; optionally also the features, ``last`` (the feature
+  map that is pooled, AGKD-BML's attention layer) and the pooled ``embedding``."""
   emb = jnp.mean(h, axis=(1, 2))
   logits = head(emb)
   if return_features:
-    return logits, {**feats, "embedding": emb}
+    return logits, {**feats, "last": h, "embedding": emb}
   return logits
 
 

@@ -13,7 +13,8 @@ class SmallCNN(nnx.Module):
   eval mode give the same function. Inputs are NHWC in [0, 1]; normalisation is inside.
 
   ``__call__(x, return_features=True)`` returns ``(logits, features)`` with the feature maps
-  after each pooling stage (``block1``, ``block2``) and the penultimate ``embedding``.
+  after each pooling stage (``block1``, ``block2``; ``last`` = ``block2``, the map that feeds the
+  classifier) and the penultimate ``embedding``.
   """
 
   def __init__(self, *, num_classes: int = 10, in_channels: int = 1, width: int = 32,
@@ -40,5 +41,5 @@ class SmallCNN(nnx.Module):
     emb = jax.nn.relu(self.fc2(h))
     logits = self.head(emb)
     if return_features:
-      return logits, {"block1": b1, "block2": b2, "embedding": emb}
+      return logits, {"block1": b1, "block2": b2, "last": b2, "embedding": emb}
     return logits

@@ -68,12 +68,8 @@ class Interrupted(Exception):
 
 
 def build_model(stage_cfg, num_classes: int, image_shape, seed: int):
-  kw = dict(stage_cfg.model_kwargs)
-  kw.setdefault("num_classes", num_classes)
-  kw.setdefault("in_channels", image_shape[-1])
-  if stage_cfg.model == "small_cnn":
-    kw.setdefault("image_size", image_shape[0])
-  return models.build(stage_cfg.model, seed=seed, **kw)
+  return models.build_for_data(stage_cfg.model, stage_cfg.model_kwargs, num_classes=num_classes,
+                               image_shape=image_shape, seed=seed)
 
 
 def load_data(config) -> dict:
@@ -164,6 +160,9 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
     state = restored
     log(f"[{name}] resumed from step {int(state['step'])} ({sdir})")
   else:
+    if stage_cfg.get("init_from", ""):
+      state = _init_from(state, stage_cfg.init_from, teacher, tx)
+      log(f"[{name}] initialised from the {stage_cfg.init_from}'s parameters")
     state = parallel.replicate(state, mesh)
     meta = {"data_iter": None, "best_val": -1.0}
   start = int(jax.device_get(state["step"]))
@@ -176,7 +175,8 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
       data["train"], data["train_idx"], global_batch=global_batch,
       seed=config.dataset.seed * 1000 + config.seed, augment=config.dataset.augment,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      teacher_logits=t_logits, teacher_ids=t_ids, state=meta["data_iter"])
+      teacher_logits=t_logits, teacher_ids=t_ids, state=meta["data_iter"],
+      class_pool=step_lib.class_pool_size(stage_cfg), num_classes=data["num_classes"])
 
   step_fn = jax.jit(step_lib.make_train_step(stage_cfg, graphdef, tx,
                                              teacher_graphdef=teacher["graphdef"] if online
@@ -258,6 +258,21 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
             "final_val": read_jsonl(os.path.join(sdir, "metrics.jsonl"))[-1]}
   evaluation.write_json(done_path, result)
   return result
+
+
+def _init_from(state, source: str, teacher, tx):
+  """The fresh ``state`` with the parameters and BN statistics of ``source`` ('teacher': the
+  online teacher, same architecture), e.g. AGKD-BML's student initialised from its clean
+  teacher; a fresh optimizer state."""
+  if source != "teacher" or teacher is None or "graphdef" not in teacher:
+    raise ValueError(f"init_from={source!r} needs an online teacher (teacher.source='online')")
+  mine = jax.tree.map(lambda a: (a.shape, a.dtype), (state["params"], state["stats"]))
+  theirs = jax.tree.map(lambda a: (a.shape, a.dtype), (teacher["params"], teacher["stats"]))
+  if jax.tree.structure(mine) != jax.tree.structure(theirs) or mine != theirs:
+    raise ValueError("init_from='teacher': the student and the teacher have different "
+                     "architectures; give them the same model and model_kwargs")
+  params, stats = jax.device_get((teacher["params"], teacher["stats"]))
+  return {**state, "params": params, "stats": stats, "opt": tx.init(params)}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -1,8 +1,10 @@
 """The jitted adversarial training step, built from a stage config.
 
 One step: (1) teacher logits (precomputed in the batch, or an online teacher forward);
-(2) the attack (``robust_distill.attacks.pgd`` on the model with an explicit BatchNorm mode);
-(3) the loss, a config-weighted sum of per-example terms from ``LOSS_TERMS``; a term whose weight
+(2) the attack (``robust_distill.attacks.pgd`` on the model with an explicit BatchNorm mode), and
+when a term needs them, AGKD-BML's negatives (a clean image of the most confusing class, from
+the batch or from a class-indexed pool the input pipeline samples) and their backward
+adversarial examples; (3) the loss, a config-weighted sum of per-example terms from ``LOSS_TERMS``; a term whose weight
 is 0 is never traced, so it costs nothing; (4) an optax update. The step is a pure function
 ``(state, batch, rng, teacher_vars) -> (state, metrics)`` meant for ``jax.jit`` with the state
 donated and the batch sharded over the mesh's ``data`` axis.
@@ -31,13 +33,22 @@ ATTACK_OBJECTIVES = {
     "kl_teacher": "KL(p(T(x)) || p(S(x'))): RSLAD",
     "kl_models": "KL(p(T(x')) || p(S(x'))): AdaAD / DGAD (needs an online teacher)",
     "cw": "max_{j!=y} S(x')_j - S(x')_y",
+    "ce_confusing": "-CE(S(x'), m), m = argmax_{c!=y} S(x)_c: AGKD-BML's forward AE, targeted "
+                    "to the most confusing class",
 }
+# Where AGKD-BML's negatives (clean images of the most confusing class) come from.
+NEGATIVE_SOURCES = ("pool", "batch")
 BN_MODES = ("eval", "train")
 
 
 @dataclasses.dataclass
 class Context:
-  """Lazily computed forwards shared by the loss terms of one step (traced once each)."""
+  """Lazily computed forwards shared by the loss terms of one step (traced once each).
+
+  The inputs are named: ``clean`` (x), ``adv`` (x', the training attack's output), ``neg``
+  (x2, AGKD-BML's clean negative of the most confusing class) and ``bwd`` (x2', its backward
+  adversarial example, targeted to y). ``neg_valid`` masks the examples that have a negative.
+  """
   apply: Callable
   params: Any
   stats: Any
@@ -49,15 +60,32 @@ class Context:
   teacher_fn: Callable | None = None
   epoch: Any = 0.0
   key: Any = None
+  x_neg: Any = None
+  x_bwd: Any = None
+  neg_valid: Any = None
   _cache: dict = dataclasses.field(default_factory=dict)
 
-  def student(self, which: str):
-    """Student logits on ``which`` in {'clean', 'adv'} in train mode; BN stats chain along."""
+  def _input(self, which):
+    x = {"clean": self.x, "adv": self.x_adv, "neg": self.x_neg, "bwd": self.x_bwd}[which]
+    if x is None:
+      raise ValueError(f"this loss term needs the {which!r} input, which the step did not make")
+    return x
+
+  def _student(self, which):
     if which not in self._cache:
-      out, self.stats = self.apply(self.params, self.stats, self.x if which == "clean"
-                                   else self.x_adv, train=True)
-      self._cache[which] = out
-    return self._cache[which]
+      (logits, feats), self.stats = self.apply(self.params, self.stats, self._input(which),
+                                               train=True, features=True)
+      self._cache[which] = logits
+      self._cache["features/" + which] = feats
+    return self._cache[which], self._cache.get("features/" + which, {})
+
+  def student(self, which: str):
+    """Student logits on ``which`` (clean, adv, bwd) in train mode; BN stats chain along."""
+    return self._student(which)[0]
+
+  def student_features(self, which: str) -> dict:
+    """The student's features (``embedding``, ``last``, ...) on ``which``, same forward."""
+    return self._student(which)[1]
 
   def teacher(self, which: str = "clean"):
     """Teacher logits (constants) on the clean input (precomputed or online) or on x_adv."""
@@ -65,12 +93,20 @@ class Context:
       if self.teacher_logits is None:
         raise ValueError("this loss term needs teacher logits, but the stage has no teacher")
       return self.teacher_logits
-    key = "teacher_adv"
+    return self._teacher(which)[0]
+
+  def teacher_features(self, which: str) -> dict:
+    """The online teacher's features (constants) on ``which`` (clean, neg, adv)."""
+    return self._teacher(which)[1]
+
+  def _teacher(self, which):
+    key = "teacher/" + which
     if key not in self._cache:
       if self.teacher_fn is None:
-        raise ValueError("this loss term needs the teacher on adversarial inputs: set "
-                         "teacher.source='online'")
-      self._cache[key] = jax.lax.stop_gradient(self.teacher_fn(self.x_adv))
+        raise ValueError("this loss term runs the teacher inside the step (on adversarial "
+                         "inputs or for its features): set teacher.source='online'")
+      self._cache[key] = jax.lax.stop_gradient(self.teacher_fn(self._input(which),
+                                                               features=True))
     return self._cache[key]
 
 
@@ -150,6 +186,33 @@ def _iad_intro(ctx):
   return (1.0 - a) * core.trades_kl(ctx.student("clean"), ctx.student("adv"))
 
 
+def _feature(feats: dict, layer: str):
+  if layer not in feats:
+    raise ValueError(f"loss.at_layer: the model has no feature {layer!r}; it has "
+                     f"{sorted(feats)}")
+  return feats[layer]
+
+
+def _attention(ctx, student_input, teacher_input):
+  r"""AGKD-BML's attention transfer (Wang et al., ICCV 2021): mean over positions of
+  :math:`|A(F^S(\text{student\_input})) - A(F^T(\text{teacher\_input}))|` at layer
+  ``at_layer`` (default ``last``, the map that feeds the classifier, as in the code)."""
+  layer = ctx.cfg.at_layer
+  v = extra.attention_transfer(_feature(ctx.student_features(student_input), layer),
+                               _feature(ctx.teacher_features(teacher_input), layer))
+  return v if student_input != "bwd" else v * ctx.neg_valid
+
+
+def _bml_triplet(ctx):
+  r"""AGKD-BML's bidirectional metric-learning triplet on the student's pooled embedding:
+  anchor x' (forward AE), positive x, negative x2' (backward AE), angular distance, margin
+  ``bml_margin`` plus ``bml_l2`` times the embeddings' mean squares; 0 where no negative."""
+  emb = lambda w: ctx.student_features(w)["embedding"]
+  v = extra.bml_triplet(emb("adv"), emb("clean"), emb("bwd"), margin=ctx.cfg.bml_margin,
+                        l2_weight=ctx.cfg.bml_l2)
+  return v * ctx.neg_valid
+
+
 # Loss vocabulary: name -> per-example function of the step context (config: loss.<name> = w).
 LOSS_TERMS: dict[str, Callable[[Context], jax.Array]] = {
     "ce_clean": lambda ctx: core.cross_entropy(ctx.student("clean"), ctx.y,
@@ -162,21 +225,30 @@ LOSS_TERMS: dict[str, Callable[[Context], jax.Array]] = {
     "kd_adv_adv": lambda ctx: _kd(ctx, "adv", teacher_input="adv"),
     "mart_bce": lambda ctx: extra.mart_boosted_ce(ctx.student("adv"), ctx.y),
     "mart_kl": lambda ctx: extra.mart_weighted_kl(ctx.student("clean"), ctx.student("adv"), ctx.y),
+    "mart_margin": lambda ctx: extra.mart_margin(ctx.student("adv"), ctx.y),
     "pcr": _pcr,
     "dgad_kd": _dgad_kd,
     "iad_intro": _iad_intro,
+    "at_adv": lambda ctx: _attention(ctx, "adv", "clean"),
+    "at_bwd": lambda ctx: _attention(ctx, "bwd", "neg"),
+    "bml_triplet": _bml_triplet,
 }
 # Terms that read the student's clean / adversarial outputs (fixes the BN forward order).
 _NEEDS = {"ce_clean": ("clean",), "ce_adv": ("adv",), "trades_kl": ("clean", "adv"),
           "kd_clean": ("clean",), "kd_adv": ("adv",), "kd_adv_adv": ("adv",),
           "mart_bce": ("adv",), "mart_kl": ("clean", "adv"), "pcr": ("clean", "adv"),
-          "dgad_kd": ("clean", "adv"), "iad_intro": ("clean", "adv")}
-TEACHER_TERMS = ("kd_clean", "kd_adv", "kd_adv_adv", "dgad_kd", "iad_intro")
-# Terms that run the teacher on the adversarial input (need teacher.source='online').
-ONLINE_TEACHER_TERMS = ("kd_adv_adv", "dgad_kd", "iad_intro")
+          "dgad_kd": ("clean", "adv"), "iad_intro": ("clean", "adv"), "mart_margin": ("adv",),
+          "at_adv": ("adv",), "at_bwd": ("bwd",), "bml_triplet": ("clean", "adv", "bwd")}
+TEACHER_TERMS = ("kd_clean", "kd_adv", "kd_adv_adv", "dgad_kd", "iad_intro", "at_adv", "at_bwd")
+# Terms that run the teacher inside the step, on adversarial inputs or for its features (need
+# teacher.source='online').
+ONLINE_TEACHER_TERMS = ("kd_adv_adv", "dgad_kd", "iad_intro", "at_adv", "at_bwd")
+# Terms that need AGKD-BML's negatives and backward adversarial examples.
+BACKWARD_TERMS = ("at_bwd", "bml_triplet")
 LOSS_OPTIONS = ("kd_teacher_temperature", "kd_student_temperature", "kd_scale", "kd_reduction",
                 "kd_teacher_transform", "label_smoothing",
-                "dgad_map", "dgad_els", "iad_beta", "iad_begin")
+                "dgad_map", "dgad_els", "iad_beta", "iad_begin",
+                "at_layer", "bml_margin", "bml_l2", "bml_negative", "bml_pool_size")
 KD_REDUCTIONS = ("batchmean", "mean_all")
 
 
@@ -190,17 +262,32 @@ def needs_teacher(stage_cfg) -> bool:
           or stage_cfg.attack.objective in ("kl_teacher", "kl_models"))
 
 
-def make_apply(graphdef, temperature: float = 1.0):
-  """``apply(params, stats, x, train) -> (logits / temperature, new_stats)``, x in [0, 1]."""
+def needs_backward(stage_cfg) -> bool:
+  """Whether the stage makes AGKD-BML's negatives and backward adversarial examples."""
+  return any(t in active_terms(stage_cfg.loss) for t in BACKWARD_TERMS)
 
-  def apply(params, stats, x, *, train: bool):
+
+def class_pool_size(stage_cfg) -> int:
+  """Images per class the input pipeline must add to each batch (``pool_image``), or 0."""
+  if needs_backward(stage_cfg) and stage_cfg.loss.bml_negative == "pool":
+    return int(stage_cfg.loss.bml_pool_size)
+  return 0
+
+
+def make_apply(graphdef, temperature: float = 1.0):
+  """``apply(params, stats, x, train, features=False) -> (out, new_stats)``, x in [0, 1]; ``out``
+  is ``logits / temperature``, or ``(logits / temperature, features)`` with ``features``."""
+
+  def apply(params, stats, x, *, train: bool, features: bool = False):
     m = nnx.merge(graphdef, params, stats, copy=True)
     if train:
       m.train()
     else:
       m.eval()
-    out = m(x)
-    return out / temperature, nnx.state(m, nnx.BatchStat)
+    if features:
+      logits, feats = m(x, return_features=True)
+      return (logits / temperature, feats), nnx.state(m, nnx.BatchStat)
+    return m(x) / temperature, nnx.state(m, nnx.BatchStat)
 
   return apply
 
@@ -233,31 +320,70 @@ def make_optimizer(optim_cfg, steps_per_epoch: int) -> optax.GradientTransformat
   return optax.chain(optax.add_decayed_weights(optim_cfg.weight_decay), opt)
 
 
+def most_confusing(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """``argmax_{c != y} logits_c``: AGKD-BML's most confusing class of each example."""
+  onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=bool)
+  return jnp.argmax(jnp.where(onehot, -jnp.inf, logits), -1)
+
+
 def attack_fn(stage_cfg, apply, params, stats, *, teacher_logits=None, teacher_fn=None):
-  """``x, y, rng -> x_adv`` for the stage's training attack (pure, jit-friendly)."""
+  """``run(x, y, rng, objective=None, target=None) -> x_adv``: the stage's training attack
+  (pure, jit-friendly), with the model's BatchNorm in ``attack.bn_mode``.
+
+  ``objective`` overrides the stage's objective (AGKD-BML's backward AE uses ``ce_targeted``
+  with ``target`` = the labels to move towards); for ``ce_confusing``, ``target`` is the most
+  confusing class (computed from the student on x when not given).
+  """
   a = stage_cfg.attack
   train_bn = a.bn_mode == "train"
 
   def student(xa):
     return apply(params, stats, xa, train=train_bn)[0]
 
-  def run(x, y, rng):
-    obj, fn, target = "ce", student, y
-    if a.objective == "kl_self":
-      obj, target = "kl", jax.nn.softmax(apply(params, stats, x, train=train_bn)[0])
-    elif a.objective == "kl_teacher":
-      obj, target = "kl", jax.nn.softmax(teacher_logits)
-    elif a.objective == "kl_models":
+  def run(x, y, rng, objective=None, target=None):
+    objective = objective or a.objective
+    obj, fn, tgt = objective, student, y if target is None else target
+    if objective == "kl_self":
+      obj, tgt = "kl", jax.nn.softmax(student(x))
+    elif objective == "kl_teacher":
+      obj, tgt = "kl", jax.nn.softmax(teacher_logits)
+    elif objective == "kl_models":
       if teacher_fn is None:
         raise ValueError("attack.objective='kl_models' needs teacher.source='online'")
-      obj, fn, target = "kl_models", lambda xa: (student(xa), teacher_fn(xa)), None
-    elif a.objective == "cw":
-      obj = "cw"
-    return attacks.pgd(fn, x, target, eps=a.eps, step_size=a.step_size, steps=a.steps,
+      obj, fn, tgt = "kl_models", lambda xa: (student(xa), teacher_fn(xa)), None
+    elif objective == "ce_confusing":
+      obj = "ce_targeted"
+      tgt = most_confusing(student(x), y) if target is None else target
+    return attacks.pgd(fn, x, tgt, eps=a.eps, step_size=a.step_size, steps=a.steps,
                        objective=obj, norm=a.norm, init=a.init, rng=rng,
                        unroll=a.unroll if a.unroll > 0 else None)
 
   return run
+
+
+def select_negatives(source: str, key, classes, x, y, pool=None):
+  """AGKD-BML's negatives: for each example a clean image ``x2`` of class ``classes[i]``.
+
+  ``source='pool'``: a uniform draw from ``pool`` (``[C, K, ...]`` images in [0, 1], K random
+  training images per class that the input pipeline samples for every batch); ``'batch'``: a
+  uniform draw among the examples of the same batch labelled ``classes[i]``. Returns
+  ``(x2, valid)``; ``valid`` is False where the batch holds no image of that class (then ``x2``
+  is the example itself and the terms that use it are masked).
+  """
+  if source == "pool":
+    if pool is None:
+      raise ValueError("loss.bml_negative='pool' needs the batch's 'pool_image' (the input "
+                       "pipeline adds it when step.class_pool_size(stage) > 0)")
+    k = jax.random.randint(key, classes.shape, 0, pool.shape[1])
+    return pool[classes, k], jnp.ones(classes.shape, bool)
+  if source != "batch":
+    raise ValueError(f"Unknown bml_negative {source!r}; valid: {list(NEGATIVE_SOURCES)}")
+  match = y[None, :] == classes[:, None]
+  score = jnp.where(match, jax.random.uniform(key, match.shape), -1.0)
+  j = jnp.argmax(score, -1)
+  valid = jnp.any(match, -1)
+  j = jnp.where(valid, j, jnp.arange(y.shape[0]))
+  return x[j], valid
 
 
 def awp_perturbation(params, grads, *, gamma: float, proxy_lr: float):
@@ -290,7 +416,8 @@ def make_train_step(stage_cfg, graphdef, tx, *, teacher_graphdef=None, steps_per
   terms = active_terms(stage_cfg.loss)
   if not terms:
     raise ValueError("the stage's loss has no term with a non-zero weight")
-  order = [w for w in ("clean", "adv") if any(w in _NEEDS[t] for t in terms)]
+  order = [w for w in ("clean", "adv", "bwd") if any(w in _NEEDS[t] for t in terms)]
+  backward = needs_backward(stage_cfg)
   awp = stage_cfg.get("awp", None)
   awp_gamma = float(awp.gamma) if awp is not None else 0.0
 
@@ -302,15 +429,31 @@ def make_train_step(stage_cfg, graphdef, tx, *, teacher_graphdef=None, steps_per
     epoch = state["step"].astype(jnp.float32) / steps_per_epoch
     t_fn, t_logits = None, batch.get("teacher_logits")
     if teacher_apply is not None:
-      t_fn = lambda xa: teacher_apply(*teacher_vars, xa, train=False)[0]
+      t_fn = lambda xa, features=False: teacher_apply(*teacher_vars, xa, train=False,
+                                                      features=features)[0]
       if t_logits is None:
         t_logits = jax.lax.stop_gradient(t_fn(x))
-    x_adv = attack_fn(stage_cfg, apply, params, stats, teacher_logits=t_logits,
-                      teacher_fn=t_fn)(x, y, key)
+    atk = attack_fn(stage_cfg, apply, params, stats, teacher_logits=t_logits, teacher_fn=t_fn)
+    extra_metrics = {}
+    x_neg = x_bwd = neg_valid = None
+    if backward or stage_cfg.attack.objective == "ce_confusing":
+      train_bn = stage_cfg.attack.bn_mode == "train"
+      confusing = most_confusing(apply(params, stats, x, train=train_bn)[0], y)
+      x_adv = atk(x, y, key, target=confusing)
+      if backward:
+        k_neg, k_bwd = jax.random.split(jax.random.fold_in(key, 11))
+        pool = batch.get("pool_image")
+        pool = None if pool is None else pool.astype(jnp.float32) / 255.0
+        x_neg, neg_valid = select_negatives(stage_cfg.loss.bml_negative, k_neg, confusing, x, y,
+                                            pool)
+        x_bwd = atk(x_neg, y, k_bwd, objective="ce_targeted", target=y)
+        extra_metrics["neg_valid"] = jnp.mean(neg_valid)
+    else:
+      x_adv = atk(x, y, key)
 
     def loss_fn(p):
       ctx = Context(apply, p, stats, x, x_adv, y, t_logits, stage_cfg.loss, teacher_fn=t_fn,
-                    epoch=epoch, key=key)
+                    epoch=epoch, key=key, x_neg=x_neg, x_bwd=x_bwd, neg_valid=neg_valid)
       for which in order:
         ctx.student(which)
       values = {k: jnp.mean(LOSS_TERMS[k](ctx)) for k in terms}
@@ -319,7 +462,6 @@ def make_train_step(stage_cfg, graphdef, tx, *, teacher_graphdef=None, steps_per
       return total, (values, ctx.stats, outs)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    extra_metrics = {}
     if awp_gamma > 0:
       g_proxy = jax.grad(lambda p: loss_fn(p)[0])(params)
       on = epoch >= awp.warmup_epochs
