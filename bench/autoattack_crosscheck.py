@@ -72,17 +72,17 @@ def main():
   import robust_distill  # pylint: disable=import-outside-toplevel
   from robust_distill import evaluate  # pylint: disable=import-outside-toplevel
   from robust_distill.data import pipeline  # pylint: disable=import-outside-toplevel
+  from robust_distill.train import loop  # pylint: disable=import-outside-toplevel
   import torch_export  # pylint: disable=import-outside-toplevel
 
   torch.set_num_threads(os.cpu_count())
   restored = robust_distill.restore(args.workdir)
   if restored.config[restored.stage].model != "small_cnn":
     sys.exit("the cross-check exports small_cnn models only")
-  d = restored.config.dataset
-  test = pipeline.load_split(d.name, "test", data_dir=d.data_dir or None,
-                             manual_dir=d.manual_dir, mock_examples=d.mock_examples)
-  x = test["image"][:args.n].astype(np.float32) / 255.0
-  y = test["label"][:args.n].astype(np.int64)
+  test = loop.load_split(restored.config, "test")
+  test = pipeline.take(test, np.arange(min(args.n, pipeline.split_size(test))))
+  x = test["image"].astype(np.float32) / 255.0
+  y = test["label"].astype(np.int64)
   tmodel = torch_export.small_cnn_to_torch(restored.module, restored.temperature)
   xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
   yt = torch.from_numpy(y)
@@ -90,7 +90,7 @@ def main():
     lt = np.concatenate([tmodel(xt[i:i + 500]).numpy() for i in range(0, len(y), 500)])
   lj = np.concatenate([np.asarray(restored(x[i:i + 500])) for i in range(0, len(y), 500)])
   diff = float(np.abs(lt - lj).max())
-  print(f"[crosscheck] exported {restored.stage} ({d.name}, T={restored.temperature:g}): "
+  print(f"[crosscheck] exported {restored.stage} ({restored.config.dataset}, T={restored.temperature:g}): "
         f"max |logit difference| PyTorch vs JAX over {len(y)} points = {diff:.2e}", flush=True)
   if diff > 1e-4:
     sys.exit("the exported model does not match (> 1e-4); not comparing attacks")

@@ -13,6 +13,14 @@ __version__ = "0.1.0"
 
 
 def restore(workdir, *, which="best", stage=None):
-  """Restores a trained model from ``workdir``; see ``robust_distill.train.checkpoint.restore``."""
+  """Restores a trained model from a training ``workdir``, on any number of devices.
+
+  Returns a callable ``model(images) -> logits`` (NHWC images in [0, 1]; eval mode; logits
+  divided by the stage's fixed temperature: exactly the function that was trained and
+  evaluated) with attributes ``config`` (the run's config), ``history`` (the records of the
+  stage's ``metrics.jsonl``: training and validation metrics by step), ``step``, ``stage``,
+  ``temperature`` and ``module`` (the Flax NNX module). ``which``: 'best' (by validation PGD
+  accuracy; the default) or 'latest'; ``stage``: 'student' (default when trained) or 'teacher'.
+  """
   from robust_distill.train import checkpoint  # pylint: disable=import-outside-toplevel
   return checkpoint.restore(workdir, which=which, stage=stage)

@@ -1,12 +1,16 @@
 """Config schema, defaults and validation (ml-collections; strings and numbers only).
 
 A run config has:
-  * ``dataset``: name, data_dir, manual_dir, val_size, augment, seed, mock_examples;
+  * ``dataset``: the dataset's name (``--config.dataset=mock`` swaps in synthetic data of the
+    same geometry, see ``data.mock_like``);
+  * ``data``: data_dir, manual_dir, val_size, augment, seed, mock_examples, mock_like;
   * ``teacher`` and ``student``: one *stage* each (see ``stage``), plus for the teacher
     ``source`` ('precomputed' | 'online') and ``flip_aware``;
   * ``eval``: the final evaluation (clean, PGD-k CE, CW-inf) over the test split;
   * ``stages``: comma-separated subset of 'teacher,precompute,student,eval', run in that order;
-  * ``host_devices``, ``num_devices``, ``distributed``: the mesh (see ``hostdevices``);
+  * ``host_devices``, ``num_devices``, ``distributed`` (+ ``coordinator``, ``num_processes``,
+    ``process_id``): the mesh and multi-host set-up (see ``hostdevices``, ``parallel``);
+  * ``steps``: 0 for the configured schedule; N > 0 for a smoke run (``smoke_limits``);
   * ``checkpoint``, ``log_every``, ``seed``.
 
 ``validate`` rejects unknown names and inconsistent combinations before anything is computed.
@@ -59,9 +63,16 @@ def base() -> ml_collections.ConfigDict:
   c.host_devices = 8
   c.num_devices = -1
   c.distributed = False
+  c.coordinator = ""  # host:port of process 0; '' = from the environment (TPU, SLURM)
+  c.num_processes = 0  # 0 = from the environment
+  c.process_id = -1  # -1 = from the environment
   c.log_every = 50
-  c.dataset = dict(name="fashion_mnist", data_dir="", manual_dir="", val_size=5000,
-                   augment="none", seed=0, mock_examples=0)
+  c.dataset = "fashion_mnist"
+  # mock_like: the dataset whose image shape and classes the synthetic 'mock' dataset takes
+  # (configs set it to their own dataset, so --config.dataset=mock keeps the geometry).
+  c.data = dict(data_dir="", manual_dir="", val_size=5000, augment="none", seed=0,
+                mock_examples=0, mock_like="")
+  c.steps = 0
   c.teacher = stage()
   c.teacher.source = "precomputed"
   c.teacher.flip_aware = False
@@ -76,7 +87,8 @@ def base() -> ml_collections.ConfigDict:
                 cw_steps=30, cw_step_size=-1.0, val_n=1000, val_pgd_steps=10,
                 autoattack="standard", autoattack_n=1000, autoattack_opts="",
                 autoattack_batch_size=0, autoattack_check_n=256)
-  c.checkpoint = dict(every_steps=200, keep=2, skip_corrupt=False)
+  # allow_config_change: resume a stage whose stored config.json differs from this one.
+  c.checkpoint = dict(every_steps=200, keep=2, skip_corrupt=False, allow_config_change=False)
   return c
 
 
@@ -147,10 +159,18 @@ def validate(config) -> None:
   """Raises ValueError with the list of valid names for any bad config value."""
   from robust_distill.data import pipeline  # pylint: disable=import-outside-toplevel
   names = stage_names(config)
-  pipeline.check_name(config.dataset.name)
-  if config.dataset.augment not in pipeline.AUGMENTS:
-    raise ValueError(f"dataset.augment: unknown {config.dataset.augment!r}; valid: "
-                     f"{list(pipeline.AUGMENTS)}")
+  try:
+    pipeline.geometry(config.dataset, config.data.mock_like)
+  except ValueError as e:
+    raise ValueError(f"dataset / data.mock_like: {e}") from None
+  aug = config.data.augment
+  if aug not in pipeline.AUGMENTS:
+    raise ValueError(f"data.augment: unknown {aug!r}; valid: {list(pipeline.AUGMENTS)}")
+  if config.dataset in pipeline.LAZY and aug not in ("none", "rrc_flip"):
+    raise ValueError(f"data.augment={aug!r}: {config.dataset} is read record by record; valid "
+                     "augmentations: ['none', 'rrc_flip']")
+  if config.steps < 0:
+    raise ValueError("steps must be >= 0 (0: the configured schedule; N: a smoke run)")
   if config.host_devices < 1:
     raise ValueError("host_devices must be >= 1")
   if config.eval.autoattack:
@@ -183,16 +203,15 @@ def validate(config) -> None:
       if online_terms:
         raise ValueError(f"student.loss terms {online_terms} run the teacher on adversarial "
                          "inputs; they need teacher.source='online'")
-      aug = config.dataset.augment
-      if aug == "crop_flip":
+      if aug in pipeline.RANDOM_CROPS:
         raise ValueError(
-            "teacher.source='precomputed' with dataset.augment='crop_flip' is invalid: the "
+            f"teacher.source='precomputed' with data.augment={aug!r} is invalid: the "
             "teacher's logits are computed once per example, but random crops change what the "
             "teacher would see at every step. Use teacher.source='online', or "
-            "dataset.augment='flip' with teacher.flip_aware=True.")
+            "data.augment='flip' with teacher.flip_aware=True.")
       if aug == "flip" and not config.teacher.flip_aware:
         raise ValueError(
-            "teacher.source='precomputed' with dataset.augment='flip' needs "
+            "teacher.source='precomputed' with data.augment='flip' needs "
             "teacher.flip_aware=True (logits precomputed for both the image and its mirror), "
             "or teacher.source='online'.")
 
@@ -203,7 +222,7 @@ def _check_feature(config, terms) -> None:
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from robust_distill import models  # pylint: disable=import-outside-toplevel
   from robust_distill.data import pipeline  # pylint: disable=import-outside-toplevel
-  _, shape, classes = pipeline.INFO[config.dataset.name]
+  shape, classes = pipeline.geometry(config.dataset, config.data.mock_like)
   layer = config.student.loss.at_layer
   for name in ("student", "teacher"):
     s = config[name]
@@ -215,3 +234,33 @@ def _check_feature(config, terms) -> None:
     if layer not in feats:
       raise ValueError(f"student.loss.at_layer={layer!r} (terms {terms}) is not a feature of "
                        f"the {name}'s model {s.model!r}; its features: {sorted(feats)}")
+
+
+def upgrade(config) -> "ml_collections.ConfigDict":
+  """A config saved by an older version (``dataset`` a block with a ``name``) in today's
+  schema (``dataset`` the name, ``data`` the rest); today's configs are returned unchanged."""
+  d = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+  if isinstance(d.get("dataset"), dict):
+    block = dict(d["dataset"])
+    d["dataset"] = block.pop("name")
+    block.setdefault("mock_like", "")
+    d["data"] = block
+    d.setdefault("steps", 0)
+  return ml_collections.ConfigDict(d)
+
+
+def smoke_limits(config, num_devices: int) -> "ml_collections.ConfigDict":
+  """The config of a smoke run (``steps`` > 0), which checks that a config runs end to end,
+  fast, on any machine; its numbers mean nothing. Every training stage stops after ``steps``
+  steps (its learning-rate schedule unchanged); every batch holds 2 examples per device; attack
+  loops are rolled (fast to compile); validation and test evaluation see one batch; AutoAttack
+  runs on that batch with a few iterations and no honesty checks."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  b = 2 * num_devices
+  for name in ("teacher", "student"):
+    c[name].batch_size = min(c[name].batch_size, b)
+    c[name].attack.unroll = 1
+  c.eval.update(batch_size=b, n=b, val_n=b, autoattack_n=b, autoattack_batch_size=b,
+                autoattack_check_n=0,
+                autoattack_opts="n_iter=2,fab_iter=2,n_queries=10,n_target_classes=2")
+  return c

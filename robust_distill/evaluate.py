@@ -17,6 +17,7 @@ evaluation restarts where it stopped and gives the same final numbers: batch com
 random keys depend only on the settings and the saved results.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -63,6 +64,11 @@ class Stopped(Exception):
   """Raised by ``stop_after_batches`` (a simulated interruption)."""
 
 
+def _logits_fn(apply, params, stats):
+  """The eval-mode logits function of a model's ``apply`` at fixed variables."""
+  return lambda x: apply(params, stats, x, train=False)[0]
+
+
 def _settings_key(s: dict) -> str:
   return hashlib.sha1(json.dumps(s, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -93,7 +99,7 @@ def run_protocol(apply, params, stats, images, labels, *, names, opts: dict, eps
   import numpy as np
   from jax.sharding import NamedSharding, PartitionSpec as P
   from robust_distill import parallel
-  from robust_distill.attacks import autoattack as aa
+  from robust_distill.attacks import autoattack as aa, fab as fab_lib
   from robust_distill.metrics import fmt_time
 
   o = opts
@@ -116,12 +122,7 @@ def run_protocol(apply, params, stats, images, labels, *, names, opts: dict, eps
 
   repl = NamedSharding(mesh, P())
 
-  def logits_fn_of(p, s):
-    return lambda x: apply(p, s, x, train=False)[0]
-
-  def per_point_dist(xa, x):
-    v = (xa - x).reshape(x.shape[0], -1)
-    return jnp.max(jnp.abs(v), 1) if norm == "linf" else jnp.sqrt(jnp.sum(v * v, 1))
+  logits_fn_of = functools.partial(_logits_fn, apply)
 
   host = o["driver"] == "host" or (o["driver"] == "auto" and jax.default_backend() == "cpu")
 
@@ -135,7 +136,7 @@ def run_protocol(apply, params, stats, images, labels, *, names, opts: dict, eps
     """Re-checks the returned points with the same forward (AutoAttack's final check)."""
     still = jnp.argmax(lf(xa), -1) == y
     broken = active & ~r
-    dist = jnp.where(broken, per_point_dist(xa, x), 0.0)
+    dist = jnp.where(broken, fab_lib.flat_norm(xa - x, norm), 0.0)
     # A point counts as broken only if the re-check agrees (conservative).
     return {"idx": idx, "valid": active, "robust": active & (r | still),
             "recheck_fail": jnp.sum(broken & still), "max_dist": jnp.max(dist),
@@ -181,7 +182,7 @@ def run_protocol(apply, params, stats, images, labels, *, names, opts: dict, eps
       yield b, idx, valid
 
   def local(idx, valid):
-    sl = slice(jax.process_index(), None, jax.process_count())
+    sl = parallel.host_rows(mesh, batch_size)
     return {"image": images[idx][sl], "label": labels[idx][sl],
             "valid": valid[sl], "idx": idx[sl].astype(np.int32)}
 
@@ -245,7 +246,6 @@ def evaluate(workdir: str, *, stage: str = "", which: str = "best", attacks: str
   # pylint: disable=import-outside-toplevel
   import jax
   import jax.numpy as jnp
-  import ml_collections
   import numpy as np
   from robust_distill import honesty, parallel
   from robust_distill.attacks import autoattack as aa
@@ -261,11 +261,7 @@ def evaluate(workdir: str, *, stage: str = "", which: str = "best", attacks: str
                      "this library are deterministic in eval mode: use --attacks=standard")
   if not stage:
     stage = "student" if os.path.isdir(os.path.join(workdir, "student", "ckpt")) else "teacher"
-  cfg_path = os.path.join(loop.stage_dir(workdir, stage), "config.json")
-  if not os.path.exists(cfg_path):
-    raise FileNotFoundError(f"no trained stage {stage!r} in {workdir} ({cfg_path} missing)")
-  with open(cfg_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = loop.read_config(loop.stage_dir(workdir, stage))
   stage_cfg = config[stage]
   eps = eps if eps >= 0 else (config.eval.eps if config.eval.eps >= 0 else stage_cfg.attack.eps)
   norm = norm or stage_cfg.attack.norm
@@ -277,20 +273,17 @@ def evaluate(workdir: str, *, stage: str = "", which: str = "best", attacks: str
   if batch_size % ndev:
     raise ValueError(f"batch size {batch_size} not divisible by {ndev} devices")
 
-  d = config.dataset
-  test = pipeline.load_split(d.name, "test", data_dir=d.data_dir or None,
-                             manual_dir=d.manual_dir, mock_examples=d.mock_examples)
-  n_all = len(test["label"])
+  test = loop.load_split(config, "test")
+  n_all = pipeline.split_size(test)
   n = n_all if n <= 0 else min(n, n_all)
-  num_classes = pipeline.INFO[d.name][2]
-  data_info = {"num_classes": num_classes, "shape": test["image"].shape[1:]}
+  shape, num_classes = pipeline.geometry(config.dataset, config.data.mock_like)
+  data_info = {"num_classes": num_classes, "shape": shape}
+  test = pipeline.take(test, np.arange(n))  # the evaluated points, in memory
   model = loop.load_stage_model(config, stage, workdir, data_info, mesh, which=which)
   apply = step_lib.make_apply(model.graphdef, stage_cfg.temperature)
   params, stats = model.params, model.stats
 
-  def logits_fn_of(p, s):
-    return lambda x: apply(p, s, x, train=False)[0]
-
+  logits_fn_of = functools.partial(_logits_fn, apply)
   settings = dict(stage=stage, which=which, step=int(model.step), attacks=list(names), eps=eps,
                   norm=norm, n=n, batch_size=batch_size, seed=seed, opts=o)
   st = run_protocol(apply, params, stats, test["image"][:n], test["label"][:n], names=names,
@@ -313,7 +306,7 @@ def evaluate(workdir: str, *, stage: str = "", which: str = "best", attacks: str
       "norm": norm, "attacks": list(names), "version": attacks, "per_attack": per_attack,
       "options": o, "stage": stage, "which": which, "step": int(model.step),
       "model": stage_cfg.model, "temperature": float(stage_cfg.temperature),
-      "dataset": d.name, "batch_size": batch_size, "devices": ndev,
+      "dataset": config.dataset, "batch_size": batch_size, "devices": ndev,
       "processes": jax.process_count(), "platform": jax.devices()[0].platform,
       "seconds": float(st["seconds"].sum()), "seed": seed,
       "max_perturbation": float(st["max_dist"]),
@@ -322,6 +315,7 @@ def evaluate(workdir: str, *, stage: str = "", which: str = "best", attacks: str
       "git_commit": loop._git_commit(),  # pylint: disable=protected-access
   }
 
+  checks = checks and check_n > 0
   if checks and jax.process_count() > 1:
     log("[autoattack] honesty checks skipped in a multi-process run; rerun them on one host")
     checks = False
@@ -348,9 +342,11 @@ def evaluate(workdir: str, *, stage: str = "", which: str = "best", attacks: str
       robust_fn = honesty.apgd_robust_fn(logits_fn_of(p1, s1), norm=norm)
     else:
       def robust_fn(x_, y_, eps_, n_iter_, seed_):
-        runner = aa.HostRunner(lambda v, z: apply(v[0], v[1], z, train=False)[0], eps=eps_,
-                               norm=norm, **{**o, "n_iter": n_iter_})
-        _, r = runner.run("apgd-ce", (p1, s1), x_, y_, jnp.ones(len(y_), bool),
+        key = ("check", eps_, n_iter_, norm, tuple(sorted(o.items())), apply)
+        if key not in _JITTED:  # one runner (compiled chunks) per setting, reused across calls
+          _JITTED[key] = aa.HostRunner(lambda v, z: apply(v[0], v[1], z, train=False)[0],
+                                       eps=eps_, norm=norm, **{**o, "n_iter": n_iter_})
+        _, r = _JITTED[key].run("apgd-ce", (p1, s1), x_, y_, jnp.ones(len(y_), bool),
                           jax.random.key(seed_))
         return np.asarray(r)
     cl = [honesty.deterministic(lf, xs), honesty.logits_not_probabilities(lf, xs),

@@ -59,8 +59,7 @@ def run_eval(fn, params, stats, data: dict, mesh, *, batch_size: int, limit: int
   n_total = len(data["label"]) if limit <= 0 else min(limit, len(data["label"]))
   nb = -(-n_total // batch_size)
   for i, b in enumerate(pipeline.eval_batches(data, batch_size=batch_size, limit=limit,
-                                              process_index=jax.process_index(),
-                                              process_count=jax.process_count())):
+                                              host_rows=parallel.host_rows(mesh, batch_size))):
     b.pop("id")
     counts = fn(params, stats, parallel.shard_batch(b, mesh),
                 jax.random.fold_in(jax.random.key(seed), i))

@@ -3,18 +3,26 @@
 A method is a recipe over the loss vocabulary of ``robust_distill.train.step``: the student's
 loss weights and options, its training attack (objective, init, BatchNorm mode), whether the
 teacher must run online (on adversarial inputs), AWP, and the paper's CIFAR-10 schedule. This
-module turns a recipe into a full config for one of three settings (the ``:ARG`` after the file):
+module turns a recipe into a full config for a setting (the ``:ARG`` after a method's file):
 
-* ``''`` (default): the paper's CIFAR-10 setting: eps 8/255, step 2/255, 10 steps, ResNet-18
-  student, TRADES WRN-34-10 teacher (trained by the ``teacher`` stage, or reused with
-  ``--config.teacher.workdir``), crop + flip augmentation (so the teacher runs online), SGD with
-  the paper's learning rate, weight decay and schedule. An accelerator job.
+* ``''`` or ``cifar10`` (default): the paper's CIFAR-10 setting: eps 8/255, step 2/255, 10 steps,
+  ResNet-18 student (the method's own model where the paper differs), TRADES WRN-34-10 teacher
+  (trained by the ``teacher`` stage, or reused with ``--config.teacher.workdir``, or imported
+  from PyTorch), crop + flip augmentation (so the teacher runs online), SGD with the paper's
+  learning rate, weight decay and schedule. An accelerator job.
+* ``cifar100``: the same on CIFAR-100, with the papers' CIFAR-100 differences (ARD's batch 256,
+  AdaAD's batchmean KL).
+* ``tiny_imagenet``: Tiny ImageNet (64x64, 200 classes), crop (pad 4) + flip, ResNet-18 student,
+  TRADES PreAct-ResNet-18 teacher, the method's CIFAR schedule (DGAD's ``main_tiny.py``).
 * ``fmnist``: the Fashion-MNIST variant that runs here: eps 0.1, 3 attack steps of 0.05, small
   CNN student for ``FMNIST_STUDENT_EPOCHS`` = 1 epoch (SGD 0.05, cosine, wd 2e-4), the
   quickstart's TRADES teacher (small CNN, 2 epochs): the same budget for every method, chosen
   so that the results table (15 students, each evaluated with PGD, CW and AutoAttack) runs in
   under 3 hours on 2 CPU cores.
 * ``smoke``: the ``fmnist`` variant shrunk to seconds on synthetic data (tests).
+
+Every setting's config also runs on synthetic data of the same shape with
+``--config.dataset=mock --config.steps=2`` (a smoke run; see ``config.smoke_limits``).
 """
 
 from robust_distill import config as C
@@ -22,6 +30,18 @@ from robust_distill import config as C
 FMNIST_EPS = 0.1
 FMNIST_STUDENT_EPOCHS = 1.0
 CIFAR_EPS = 8 / 255
+# The papers' settings: name -> dataset and the robust teacher's architecture.
+PAPER_SETTINGS = {
+    "cifar10": dict(dataset="cifar10", teacher_model="wrn34_10"),
+    "cifar100": dict(dataset="cifar100", teacher_model="wrn34_10"),
+    "tiny_imagenet": dict(dataset="tiny_imagenet", teacher_model="preact_resnet18"),
+}
+SETTINGS = ("",) + tuple(PAPER_SETTINGS) + ("fmnist", "smoke")
+
+
+def _paper(arg: str):
+  """The paper setting of ``arg`` ('' = cifar10), or None for the short settings."""
+  return PAPER_SETTINGS["cifar10" if arg == "" else arg] if arg in SETTINGS[:4] else None
 
 
 def clean_teacher_stage(arg: str):
@@ -29,7 +49,7 @@ def clean_teacher_stage(arg: str):
   teacher ('natural-training-lbs05-100150' in its code; the schedule and weight decay are
   [INFERRED]: 200 epochs, decays at 100 and 150, wd 2e-4)."""
   no_attack = dict(steps=0, init="none")
-  if arg == "":
+  if _paper(arg):
     return C.stage(model="wrn28_10", epochs=200, batch_size=128, lr=0.1, weight_decay=2e-4,
                    schedule="piecewise", decay_epochs=(100, 150),
                    model_kwargs=dict(mean=(0.5,) * 3, std=(0.5,) * 3),
@@ -41,10 +61,11 @@ def clean_teacher_stage(arg: str):
 
 
 def teacher_stage(arg: str):
-  """The shared robust teacher: TRADES (beta 6)."""
-  if arg == "":
-    return C.stage(model="wrn34_10", epochs=76, batch_size=128, lr=0.1, weight_decay=2e-4,
-                   schedule="piecewise", decay_epochs=(75,),
+  """The shared robust teacher: TRADES (beta 6), with TRADES's CIFAR-10 schedule."""
+  paper = _paper(arg)
+  if paper:
+    return C.stage(model=paper["teacher_model"], epochs=76, batch_size=128, lr=0.1,
+                   weight_decay=2e-4, schedule="piecewise", decay_epochs=(75,),
                    loss=dict(ce_clean=1.0, trades_kl=6.0),
                    attack_cfg=C.attack(eps=CIFAR_EPS, step_size=0.007, steps=10,
                                        objective="kl_self", init="normal"))
@@ -73,21 +94,22 @@ def build(arg: str, *, loss: dict, objective: str, init: str = "uniform", bn_mod
       AGKD-BML), of the same architecture as the student in the short settings.
     init_from: '' or 'teacher' (the student starts from the teacher's parameters).
   """
-  if arg not in ("", "fmnist", "smoke"):
-    raise ValueError(f"unknown config argument {arg!r}; valid: '', 'fmnist', 'smoke'")
+  if arg not in SETTINGS:
+    raise ValueError(f"unknown config argument {arg!r}; valid: {list(SETTINGS)}")
+  paper = _paper(arg)
   c = C.base()
   c.teacher = clean_teacher_stage(arg) if teacher_kind == "clean" else teacher_stage(arg)
-  c.teacher.source = "online" if (teacher == "online" or arg == "") else "precomputed"
+  c.teacher.source = "online" if (teacher == "online" or paper) else "precomputed"
   c.teacher.flip_aware = False
   c.teacher.workdir = ""
   c.stages = ("teacher,precompute,student,eval" if teacher != "none" else "student,eval")
   if teacher == "none" or c.teacher.source == "online":
     c.stages = c.stages.replace("precompute,", "")
-  if arg == "":
+  if paper:
     p = dict(model="resnet18", eps=CIFAR_EPS, step_size=2 / 255, steps=10)
     p.update(cifar or {})
-    c.dataset.name = "cifar10"
-    c.dataset.augment = "crop_flip"
+    c.dataset = c.data.mock_like = paper["dataset"]
+    c.data.augment = "crop_flip"
     c.student = C.stage(model=p["model"], model_kwargs=p.get("model_kwargs"),
                         epochs=p["epochs"], batch_size=128, lr=p["lr"],
                         weight_decay=p["weight_decay"], schedule="piecewise",
@@ -98,7 +120,7 @@ def build(arg: str, *, loss: dict, objective: str, init: str = "uniform", bn_mod
     c.eval.eps = CIFAR_EPS
     c.eval.autoattack_n = -1
   else:
-    c.dataset.name = "fashion_mnist"
+    c.dataset = c.data.mock_like = "fashion_mnist"
     c.student = C.stage(model="small_cnn", epochs=FMNIST_STUDENT_EPOCHS, batch_size=128,
                         lr=0.05, weight_decay=2e-4,
                         schedule="cosine", loss=loss, temperature=temperature,
@@ -132,7 +154,8 @@ RECIPES = {
                 awp=dict(gamma=0.01, proxy_lr=0.01, warmup_epochs=0.0)),
     "ard": dict(loss=dict(kd_adv=1.0, kd_teacher_temperature=30.0, kd_student_temperature=30.0,
                           kd_scale=900.0, kd_reduction="mean_all"),
-                objective="ce", bn_mode="train", teacher="precomputed", cifar=_ONE_DECAY_200),
+                objective="ce", bn_mode="train", teacher="precomputed", cifar=_ONE_DECAY_200,
+                settings={"cifar100": {"student.batch_size": 256}}),
     "rslad": dict(loss=dict(kd_adv=5 / 6, kd_clean=1 / 6, kd_reduction="mean_all"),
                   objective="kl_teacher", init="normal", teacher="precomputed",
                   cifar=dict(epochs=300, lr=0.1, weight_decay=2e-4, decay_epochs=(215, 260, 285))),
@@ -140,7 +163,8 @@ RECIPES = {
                 objective="ce", bn_mode="train", teacher="online", cifar=_ONE_DECAY_200,
                 short_run={"loss.iad_begin": 0.3}),
     "adaad": dict(loss=dict(kd_adv_adv=1.0, kd_reduction="mean_all"), objective="kl_models",
-                  init="normal", teacher="online", cifar=_PIECEWISE_200),
+                  init="normal", teacher="online", cifar=_PIECEWISE_200,
+                  settings={"cifar100": {"student.loss.kd_reduction": "batchmean"}}),
     "dgad": dict(loss=dict(dgad_kd=1.0, pcr=1.0, dgad_map=1, dgad_els=1), objective="kl_models",
                  init="normal", teacher="online", cifar=_PIECEWISE_200),
     "ltd_trades": _LTD,
@@ -162,17 +186,27 @@ RECIPES = {
 }
 
 
+def _set(c, path: str, value) -> None:
+  *blocks, key = path.split(".")
+  for b in blocks:
+    c = c[b]
+  c[key] = value
+
+
 def make(arg: str, method: str):
-  """The config of ``method`` (a key of ``RECIPES``) for setting ``arg`` ('', 'fmnist', 'smoke')."""
+  """The config of ``method`` (a key of ``RECIPES``) for setting ``arg`` (``SETTINGS``)."""
   if method not in RECIPES:
     raise ValueError(f"Unknown method {method!r}; valid: {sorted(RECIPES)}")
   r = dict(RECIPES[method])
   short = {k: r.pop(k, {}) for k in ("short_run", "short_loss")}
+  per_setting = r.pop("settings", {})
   steps = r.pop("steps", None)
   c = build(arg, **r)
   if steps is not None:
     c.student.attack.steps = steps
-  if arg:
+  for path, value in per_setting.get(arg, {}).items():
+    _set(c, path, value)
+  if not _paper(arg):
     c.student.loss.update(short["short_loss"])
     for path, frac in short["short_run"].items():
       block, key = path.split(".")
@@ -184,15 +218,24 @@ def config_fn(method: str):
   """``get_config(arg='')`` of a method's config file: ``get_config = config_fn('dgad')``."""
   def get_config(arg: str = ""):
     return make(arg, method)
-  get_config.__doc__ = f"The {method} config for setting ``arg`` ('', 'fmnist', 'smoke')."
+  get_config.__doc__ = f"The {method} config for setting ``arg`` ({list(SETTINGS)})."
+  return get_config
+
+
+def setting_fn(setting: str, default: str):
+  """``get_config(method=default)`` of a dataset's config file (``configs/cifar100.py:rslad``)."""
+  def get_config(method: str = ""):
+    return make(setting, method or default)
+  get_config.__doc__ = (f"The {setting} config of ``method`` (default {default}; valid: "
+                        f"{sorted(RECIPES)}).")
   return get_config
 
 
 def shrink_to_smoke(c, *, mock_examples: int = 256):
   """Shrinks a Fashion-MNIST config in place to a seconds-long run on synthetic data."""
-  c.dataset.name = "mock"
-  c.dataset.val_size = 64
-  c.dataset.mock_examples = mock_examples
+  c.dataset = "mock"
+  c.data.val_size = 64
+  c.data.mock_examples = mock_examples
   for s in (c.teacher, c.student):
     s.optim.epochs = 1
     s.batch_size = 64

@@ -62,6 +62,25 @@ def local_batch_size(global_batch: int, mesh: Mesh) -> int:
   return global_batch // jax.process_count()
 
 
+def host_rows(mesh: Mesh, global_batch: int) -> slice:
+  """The rows of a global batch of ``global_batch`` that this process's devices hold: the rows
+  this host must feed to ``jax.make_array_from_process_local_data`` (contiguous for a ``data``
+  mesh whose devices are grouped by process, as ``make_mesh`` builds it)."""
+  local_batch_size(global_batch, mesh)
+  if jax.process_count() == 1:
+    return slice(0, global_batch)
+  spans = sorted({(ix[0].start or 0, global_batch if ix[0].stop is None else ix[0].stop)
+                  for ix in batch_sharding(mesh).addressable_devices_indices_map(
+                      (global_batch,)).values()})
+  lo, hi = spans[0]
+  for a, b in spans[1:]:
+    if a != hi:
+      raise ValueError(f"process {jax.process_index()} holds non-contiguous rows {spans} of the "
+                       "global batch; build the mesh with devices grouped by process")
+    hi = b
+  return slice(lo, hi)
+
+
 # Batch entries that every host holds whole (the same on all hosts), replicated on the mesh.
 REPLICATED_KEYS = ("pool_image",)
 

@@ -1,10 +1,14 @@
 """Pure-functional teacher-logit precompute: run the frozen teacher once over a split.
 
-``precompute`` shards each global batch over the mesh, runs the jitted teacher forward (eval
-mode), and writes one ``.npz`` chunk per batch holding the logits and the example ids. Chunks
-already on disk are skipped, so a killed precompute resumes. With ``flip_aware`` the logits of
-the mirrored image are stored too (``[N, 2, C]``), so that flip augmentation stays exact.
-``load`` joins the chunks into ``(logits, ids)``; the input pipeline looks rows up by id.
+``precompute`` shards each global batch over the mesh (all devices of all hosts), runs the
+jitted teacher forward (eval mode), and every host writes the logits of *its own* rows, with
+their example ids, as one ``.npz`` chunk per batch: ``chunk_<batch>_p<host>.npz``. Nothing is
+gathered on one host, so it scales to ImageNet (1.28M x 1000 logits, in chunks of one global
+batch). Chunks already on disk are skipped, so a killed precompute resumes; each host marks its
+end with ``done_p<host>.json`` and host 0 writes ``done.json`` once all have. With
+``flip_aware`` the logits of the mirrored image are stored too (``[N, 2, C]``), so that flip
+augmentation stays exact. ``load`` joins the chunks of all hosts into ``(logits, ids)``; the
+input pipeline looks rows up by id, whatever their order.
 
 Precomputed logits are only valid when the teacher's view of an example is deterministic: the
 config check refuses random crops with a precomputed teacher (use ``teacher.source='online'``).
@@ -17,6 +21,7 @@ import os
 import time
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -25,9 +30,13 @@ from robust_distill.data import pipeline
 from robust_distill.metrics import fmt_time
 
 
-def precompute(apply, params, stats, data: dict, out_dir: str, mesh, *, batch_size: int,
+def _chunk(out_dir: str, i: int, host: int) -> str:
+  return os.path.join(out_dir, f"chunk_{i:06d}_p{host:03d}.npz")
+
+
+def precompute(apply, params, stats, data, out_dir: str, mesh, *, batch_size: int,
                flip_aware: bool = False, log=print) -> None:
-  """Writes ``out_dir/chunk_XXXXXX.npz`` files and ``out_dir/done.json`` (idempotent)."""
+  """Writes ``out_dir/chunk_*.npz`` files and ``out_dir/done.json`` (idempotent)."""
   done = os.path.join(out_dir, "done.json")
   if os.path.exists(done):
     log(f"[precompute] already done: {out_dir}")
@@ -35,10 +44,9 @@ def precompute(apply, params, stats, data: dict, out_dir: str, mesh, *, batch_si
   os.makedirs(out_dir, exist_ok=True)
   if batch_size % mesh.devices.size:
     raise ValueError(f"precompute batch {batch_size} not divisible by {mesh.devices.size} devices")
+  sharded = parallel.batch_sharding(mesh)
 
-  repl = parallel.replicated(mesh)
-
-  @functools.partial(jax.jit, out_shardings=repl)
+  @functools.partial(jax.jit, out_shardings=sharded)
   def forward(params, stats, images):
     x = images.astype(jnp.float32) / 255.0
     z = apply(params, stats, x, train=False)[0]
@@ -46,38 +54,47 @@ def precompute(apply, params, stats, data: dict, out_dir: str, mesh, *, batch_si
       z = jnp.stack([z, apply(params, stats, x[:, :, ::-1], train=False)[0]], axis=1)
     return z
 
-  n = len(data["label"])
+  host, hosts = jax.process_index(), jax.process_count()
+  n = pipeline.split_size(data)
   nb, t0, computed = -(-n // batch_size), time.perf_counter(), 0
-  batches = pipeline.eval_batches(data, batch_size=batch_size,
-                                  process_index=jax.process_index(),
-                                  process_count=jax.process_count())
-  for i, b in enumerate(batches):
-    path = os.path.join(out_dir, f"chunk_{i:06d}.npz")
+  for i, b in enumerate(pipeline.eval_batches(data, batch_size=batch_size,
+                                              host_rows=parallel.host_rows(mesh, batch_size))):
+    path = _chunk(out_dir, i, host)
     if os.path.exists(path):
       continue
     z = forward(params, stats, parallel.shard_batch({"image": b["image"]}, mesh)["image"])
-    if jax.process_index() == 0:
-      ids = data["id"][i * batch_size:(i + 1) * batch_size]  # padding sits at the end
-      z = np.asarray(jax.device_get(z))[:len(ids)]
-      tmp = path + ".tmp.npz"
-      np.savez(tmp, logits=z.astype(np.float32), ids=ids)
-      os.replace(tmp, path)
+    z = np.asarray(multihost_utils.global_array_to_host_local_array(z, mesh, sharded.spec))
+    keep = b["valid"]  # padding rows of the last batch are dropped
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, logits=z[keep].astype(np.float32), ids=b["id"][keep])
+    os.replace(tmp, path)
     computed += 1
     if computed % max(nb // 5, 1) == 0:
       el = time.perf_counter() - t0
       log(f"[precompute] {i + 1}/{nb} chunks, ETA {fmt_time(el / computed * (nb - i - 1))}")
-  if jax.process_index() == 0:
+  with open(os.path.join(out_dir, f"done_p{host:03d}.json"), "w") as f:
+    json.dump({"chunks": nb}, f)
+  multihost_utils.sync_global_devices("robust_distill precompute done")
+  if host == 0:
     with open(done, "w") as f:
-      json.dump({"n": n, "chunks": nb, "flip_aware": flip_aware}, f)
-  log(f"[precompute] wrote teacher logits for {n} examples to {out_dir}")
+      json.dump({"n": n, "chunks": nb, "hosts": hosts, "flip_aware": flip_aware}, f)
+  # No host may load the logits before host 0 has marked the precompute finished.
+  multihost_utils.sync_global_devices("robust_distill precompute marked done")
+  log(f"[precompute] wrote teacher logits for {n} examples to {out_dir} ({hosts} host(s))")
 
 
 def load(out_dir: str) -> tuple[np.ndarray, np.ndarray]:
-  """Returns ``(logits, ids)`` from a finished precompute."""
-  if not os.path.exists(os.path.join(out_dir, "done.json")):
+  """Returns ``(logits, ids)`` from a finished precompute (the chunks of every host)."""
+  done = os.path.join(out_dir, "done.json")
+  if not os.path.exists(done):
     raise FileNotFoundError(f"no finished teacher-logit precompute in {out_dir}; run the "
                             "'precompute' stage first (--config.stages=precompute,...)")
-  files = sorted(glob.glob(os.path.join(out_dir, "chunk_*.npz")))
-  parts = [np.load(f) for f in files]
-  return (np.concatenate([p["logits"] for p in parts]),
-          np.concatenate([p["ids"] for p in parts]))
+  with open(done) as f:
+    n = json.load(f)["n"]
+  parts = [np.load(f) for f in sorted(glob.glob(os.path.join(out_dir, "chunk_*.npz")))]
+  logits = np.concatenate([p["logits"] for p in parts])
+  ids = np.concatenate([p["ids"] for p in parts])
+  if len(ids) != n or len(np.unique(ids)) != n:
+    raise ValueError(f"{out_dir}: the chunks hold {len(ids)} rows ({len(np.unique(ids))} "
+                     f"distinct ids) for {n} examples; delete the folder and precompute again")
+  return logits, ids

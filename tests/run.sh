@@ -4,4 +4,5 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 bash launch/setup.sh test
-exec .venv/bin/python -m pytest -q tests "$@"
+# Two workers: compilation is single-threaded, so two test processes keep both cores busy.
+exec .venv/bin/python -m pytest -q -n 2 --durations=15 tests "$@"

@@ -13,12 +13,12 @@ from conftest import ROOT, smoke_config
 
 @pytest.mark.parametrize("key,value,match", [
     ("student.model", "resnet1000", "valid models"),
-    ("dataset.name", "imagenet22k", "valid datasets"),
+    ("dataset", "imagenet22k", "valid datasets"),
     ("student.attack.objective", "fgsm_magic", "valid"),
     ("student.attack.norm", "l3", "linf"),
     ("student.attack.bn_mode", "sometimes", "eval"),
     ("stages", "teacher,dance", "valid stages"),
-    ("dataset.augment", "mixup", "valid"),
+    ("data.augment", "mixup", "valid"),
 ])
 def test_unknown_names_rejected(key, value, match):
   with pytest.raises(ValueError, match=match):
@@ -40,11 +40,11 @@ def test_all_zero_loss_rejected():
 
 def test_precomputed_teacher_with_random_crops_refused():
   with pytest.raises(ValueError, match="online"):
-    C.validate(smoke_config(**{"dataset.augment": "crop_flip"}))
+    C.validate(smoke_config(**{"data.augment": "crop_flip"}))
   with pytest.raises(ValueError, match="flip_aware"):
-    C.validate(smoke_config(**{"dataset.augment": "flip"}))
-  C.validate(smoke_config(**{"dataset.augment": "flip", "teacher.flip_aware": True}))
-  C.validate(smoke_config(**{"dataset.augment": "crop_flip", "teacher.source": "online"}))
+    C.validate(smoke_config(**{"data.augment": "flip"}))
+  C.validate(smoke_config(**{"data.augment": "flip", "teacher.flip_aware": True}))
+  C.validate(smoke_config(**{"data.augment": "crop_flip", "teacher.source": "online"}))
 
 
 def test_kl_models_needs_online_teacher():
@@ -68,3 +68,28 @@ def test_cli_rejects_unknown_config_key(tmp_path):
        f"--workdir={tmp_path}/w", "--config.student.optim.lrr=0.1"],
       cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert r.returncode != 0 and "lrr" in r.stderr
+
+
+def test_resume_refuses_other_settings(tmp_path):
+  from robust_distill.train import loop  # pylint: disable=import-outside-toplevel
+  sdir = tmp_path / "student"
+  sdir.mkdir()
+  (sdir / "config.json").write_text(smoke_config().to_json())
+  loop.check_resumable(smoke_config(), "student", str(sdir))  # same settings: fine
+  loop.check_resumable(smoke_config(**{"student.val_every_epochs": 7.0}), "student", str(sdir))
+  loop.check_resumable(smoke_config(**{"teacher.optim.lr": 0.5}), "student", str(sdir))
+  changed = smoke_config(**{"student.optim.lr": 0.5, "student.batch_size": 48})
+  with pytest.raises(loop.ConfigMismatch, match=r"student.optim.lr: stored .*, now 0.5"):
+    loop.check_resumable(changed, "student", str(sdir))
+  with pytest.raises(loop.ConfigMismatch, match="student.batch_size"):
+    loop.check_resumable(changed, "student", str(sdir))
+  with changed.unlocked():
+    changed.checkpoint.allow_config_change = True
+  loop.check_resumable(changed, "student", str(sdir))
+
+
+def test_default_workdir():
+  from robust_distill import main  # pylint: disable=import-outside-toplevel
+  assert main.default_workdir("configs/imagenet_ltd.py", 0) == os.path.join("runs", "imagenet_ltd")
+  assert main.default_workdir("configs/cifar10.py:ltd_trades", 2) == os.path.join(
+      "runs", "cifar10_ltd_trades_steps2")

@@ -89,11 +89,11 @@ def test_iterator_is_deterministic_resumable_and_sharded():
     next(b)
   c = pipeline.train_iterator(data, idx, global_batch=20, seed=3, state=b.get_state())
   np.testing.assert_array_equal(next(c)["id"], batches[3]["id"])
-  h0 = pipeline.train_iterator(data, idx, global_batch=20, seed=3, process_count=2)
-  h1 = pipeline.train_iterator(data, idx, global_batch=20, seed=3, process_index=1,
-                               process_count=2)
+  # Two hosts, each with the rows its devices hold: together, the single host's batch in order.
+  h0 = pipeline.train_iterator(data, idx, global_batch=20, seed=3, host_rows=slice(0, 10))
+  h1 = pipeline.train_iterator(data, idx, global_batch=20, seed=3, host_rows=slice(10, 20))
   ids = np.concatenate([next(h0)["id"], next(h1)["id"]])
-  assert sorted(ids.tolist()) == sorted(batches[0]["id"].tolist())
+  np.testing.assert_array_equal(ids, batches[0]["id"])
 
 
 def test_teacher_logits_joined_by_id():
@@ -110,6 +110,83 @@ def test_teacher_logits_joined_by_id():
                                teacher_logits=flip_logits, teacher_ids=ids)
   b = next(it)
   assert set(np.unique(b["teacher_logits"][:, 0] - b["id"])).issubset({0.0, 1000.0})
+  # On one of 2 hosts: its 5 rows, the same view (flip) of each as on a single host.
+  h1 = next(pipeline.train_iterator(data, np.arange(50), global_batch=10, seed=0, augment="flip",
+                                    teacher_logits=flip_logits, teacher_ids=ids,
+                                    host_rows=slice(5, 10)))
+  np.testing.assert_array_equal(h1["teacher_logits"], b["teacher_logits"][5:])
+  np.testing.assert_array_equal(h1["image"], b["image"][5:])
   with pytest.raises(ValueError, match="miss"):
     pipeline.train_iterator(data, np.arange(50), global_batch=10, seed=0,
                             teacher_logits=logits[:10], teacher_ids=ids[:10])
+
+
+def test_cifar100_on_mock_data():
+  with tfds.testing.mock_data(num_examples=12):
+    data = pipeline.load_split("cifar100", "test")
+  assert data["image"].shape == (12, 32, 32, 3) and pipeline.geometry("cifar100")[1] == 100
+
+
+def test_imagenet_is_read_lazily_with_random_resized_crops_on_mock_data():
+  """TFDS imagenet2012 (mock records of random sizes): decoded on access, 224x224, RRC + flip
+  for training (one seed per example, independent of the host split), resize + center crop for
+  evaluation, ids = positions."""
+  with tfds.testing.mock_data(num_examples=24):
+    train = pipeline.load_split("imagenet2012", "train")
+    test = pipeline.load_split("imagenet2012", "test")  # the validation split
+    assert isinstance(train, pipeline.LazySplit) and len(train) == 24
+    ev = pipeline.take(test, np.arange(5))
+    assert ev["image"].shape == (5, 224, 224, 3) and ev["image"].dtype == np.uint8
+    np.testing.assert_array_equal(ev["id"], np.arange(5))
+    kw = dict(global_batch=8, seed=1, augment="rrc_flip")
+    b = next(pipeline.train_iterator(train, np.arange(24), **kw))
+    assert b["image"].shape == (8, 224, 224, 3) and b["label"].shape == (8,)
+    h1 = next(pipeline.train_iterator(train, np.arange(24), host_rows=slice(4, 8), **kw))
+    np.testing.assert_array_equal(h1["image"], b["image"][4:])  # same crops on 2 hosts
+    val = train.subset(np.arange(20, 24))
+    assert len(val) == 4 and pipeline.take(val, [0])["id"][0] == 20
+  with pytest.raises(ValueError, match="rrc_flip"):
+    train.take([0], augment="crop_flip")
+
+
+def test_random_resized_crop_and_center_crop_shapes():
+  img = np.random.default_rng(0).integers(0, 255, (50, 80, 3), dtype=np.uint8)
+  a = pipeline.random_resized_crop(img, np.random.default_rng(1), 32)
+  b = pipeline.random_resized_crop(img, np.random.default_rng(1), 32)
+  assert a.shape == (32, 32, 3) and (a == b).all()  # seeded
+  c = pipeline.resize_center_crop(img, 32)
+  assert c.shape == (32, 32, 3)
+
+
+def test_tiny_imagenet_builder_reads_the_official_zip(tmp_path):
+  """The builder on a fabricated tiny-imagenet-200.zip with the official layout."""
+  import io  # pylint: disable=import-outside-toplevel
+  import zipfile  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  wnids = ["n02", "n01"]
+
+  def jpeg(v):
+    buf = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), v, np.uint8)).save(buf, format="JPEG", quality=100)
+    return buf.getvalue()
+
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  with zipfile.ZipFile(manual / "tiny-imagenet-200.zip", "w") as z:
+    z.writestr("tiny-imagenet-200/wnids.txt", "\n".join(wnids) + "\n")
+    for w, v in (("n01", 10), ("n02", 200)):
+      for i in range(3):
+        z.writestr(f"tiny-imagenet-200/train/{w}/images/{w}_{i}.JPEG", jpeg(v))
+    z.writestr("tiny-imagenet-200/val/images/val_0.JPEG", jpeg(200))
+    z.writestr("tiny-imagenet-200/val/images/val_1.JPEG", jpeg(10))
+    z.writestr("tiny-imagenet-200/val/val_annotations.txt",
+               "val_0.JPEG\tn02\t0\t0\t63\t63\nval_1.JPEG\tn01\t0\t0\t63\t63\n")
+  kw = dict(data_dir=str(tmp_path / "tfds"), manual_dir=str(manual))
+  train = pipeline.load_split("tiny_imagenet", "train", **kw)
+  test = pipeline.load_split("tiny_imagenet", "test", **kw)
+  assert train["image"].shape == (6, 64, 64, 3) and test["image"].shape == (2, 64, 64, 3)
+  # Labels are the sorted-wnid indices (n01 -> 0, n02 -> 1), images decoded from the JPEGs.
+  assert sorted(train["label"].tolist()) == [0, 0, 0, 1, 1, 1]
+  bright = train["image"].reshape(6, -1).mean(1) > 100
+  np.testing.assert_array_equal(bright, train["label"] == 1)
+  np.testing.assert_array_equal(test["label"][np.argsort(test["id"])], [1, 0])  # val_0: n02

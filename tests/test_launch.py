@@ -33,3 +33,45 @@ def test_package_import_does_not_import_jax():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        cwd=ROOT).stdout
   assert out.strip() == "False"
+
+
+def test_tpu_pod_launcher_dry_run_prints_create_copy_install_run_and_logs():
+  env = dict(os.environ, SLICE="rd-v4-32", ZONE="us-central2-b", ACCEL="v4-32",
+             WORKDIR="gs://my-bucket/runs/ltd")
+  out = subprocess.run(["bash", os.path.join(ROOT, "launch", "tpu_pod.sh"), "--dry-run",
+                        "--config=configs/imagenet_ltd.py", "--config.data.data_dir=gs://data/tfds"],
+                       env=env, capture_output=True, text=True, check=True).stdout
+  lines = out.splitlines()
+  create = next(l for l in lines if "tpu-vm create" in l)
+  assert "rd-v4-32" in create and "--accelerator-type=v4-32" in create
+  assert "--zone=us-central2-b" in create
+  assert any("tpu-vm scp" in l and "--worker=all" in l for l in lines)  # copy to every worker
+  install = next(l for l in lines if "pip" in l and "tpu-vm ssh" in l)
+  assert "--worker=all" in install and "gcsfuse" in install and "my-bucket" in install
+  run = next(l for l in lines if "robust_distill.main" in l)
+  assert "--worker=all" in run and "--config.distributed=True" in run
+  assert "gcs/my-bucket/runs/ltd" in run and "gcs/data/tfds" in run  # GCS paths via gcsfuse
+  assert "logs/tpu_pod-rd-v4-32-" in out  # where the streamed logs are kept
+  # Missing variables are named before anything runs.
+  bad = subprocess.run(["bash", os.path.join(ROOT, "launch", "tpu_pod.sh"), "--dry-run",
+                        "--config=configs/imagenet_ltd.py"], env={"PATH": os.environ["PATH"]},
+                       capture_output=True, text=True)
+  assert bad.returncode == 2 and "SLICE ZONE ACCEL WORKDIR" in bad.stderr
+
+
+def test_slurm_launcher_dry_run_takes_the_coordinator_from_slurm():
+  env = dict(os.environ, DRY_RUN="1", SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="gpu-a01,gpu-a02",
+             SLURM_NTASKS="16")
+  args = ["bash", os.path.join(ROOT, "launch", "slurm.sbatch"),
+          "--config=configs/cifar10.py:rslad", "--workdir=/shared/runs/rslad"]
+  out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+  assert "coordinator gpu-a01:16242" in out and "16 processes (gpu)" in out
+  cmd = out.splitlines()[-1]
+  assert cmd.startswith("srun --gpus-per-task=1")
+  for piece in ("robust_distill.main", "--config=configs/cifar10.py:rslad",
+                "--config.distributed=True", "--config.coordinator=gpu-a01:16242",
+                "--config.num_processes=16", "--config.process_id=\\$SLURM_PROCID"):
+    assert piece in cmd, piece
+  per_node = subprocess.run(args, env=dict(env, PER="node"), capture_output=True, text=True,
+                            check=True).stdout
+  assert "srun --ntasks-per-node=1" in per_node

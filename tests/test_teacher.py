@@ -27,10 +27,10 @@ def test_precompute_resumes_and_joins_by_id(tmp_path):
   np.testing.assert_array_equal(ids, data["id"])
   # Simulate a kill after the first chunk: remove the marker and a later chunk, rerun.
   os.remove(os.path.join(out, "done.json"))
-  os.remove(os.path.join(out, "chunk_000002.npz"))
-  first = os.path.getmtime(os.path.join(out, "chunk_000000.npz"))
+  os.remove(os.path.join(out, "chunk_000002_p000.npz"))
+  first = os.path.getmtime(os.path.join(out, "chunk_000000_p000.npz"))
   teacher.precompute(_apply, jnp.float32(2.0), None, data, out, mesh, batch_size=16)
-  assert os.path.getmtime(os.path.join(out, "chunk_000000.npz")) == first  # not recomputed
+  assert os.path.getmtime(os.path.join(out, "chunk_000000_p000.npz")) == first  # not recomputed
   np.testing.assert_allclose(teacher.load(out)[0], want, rtol=1e-5)
 
 

@@ -169,16 +169,17 @@ def study(standard: str, robust: str, out: str, *, n: int = 2000) -> dict:
   and writes the report to ``out``; returns ``compare``'s summary."""
   import robust_distill  # pylint: disable=import-outside-toplevel
   from robust_distill.data import pipeline  # pylint: disable=import-outside-toplevel
+  from robust_distill.train import loop  # pylint: disable=import-outside-toplevel
   models = [robust_distill.restore(w) for w in (standard, robust)]
-  d = models[1].config.dataset
-  test = pipeline.load_split(d.name, "test", data_dir=d.data_dir or None,
-                             manual_dir=d.manual_dir, mock_examples=d.mock_examples)
-  x = test["image"][:n].astype(np.float32) / 255.0
-  y = test["label"][:n]
+  cfg = models[1].config
+  test = loop.load_split(cfg, "test")
+  test = pipeline.take(test, np.arange(min(n, pipeline.split_size(test))))
+  x = test["image"].astype(np.float32) / 255.0
+  y = test["label"]
   stats = tuple(logit_stats(_model_logits(m, x), y) for m in models)
   cmp = write_report(out, ("standard", "adversarially trained"), stats, images=x, labels=y,
                      title=f"Logit distributions: standard vs adversarially trained "
-                           f"({d.name}, first {len(y)} test images)")
+                           f"({cfg.dataset}, first {len(y)} test images)")
   print(f"wrote {out}/report.md (Spearman {cmp['spearman_confidence']:.3f})", flush=True)
   return cmp
 

@@ -128,7 +128,8 @@ def projection_l2(t: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 PROJECTIONS = {"linf": projection_linf, "l2": projection_l2}
 
 
-def _flat_norm(v, norm):
+def flat_norm(v, norm):
+  """Per-example L-inf or L2 norm of a batch (flattened over all but the first axis)."""
   v = v.reshape(v.shape[0], -1)
   if norm == "linf":
     return jnp.max(jnp.abs(v), axis=1)
@@ -176,12 +177,12 @@ class FAB:
               jnp.concatenate([b, b], 0))
     d1 = d3[:bsz].reshape(x.shape)
     d2 = d3[bsz:].reshape(x.shape)
-    a0 = jnp.maximum(_flat_norm(d3, self.norm), 1e-8)
+    a0 = jnp.maximum(flat_norm(d3, self.norm), 1e-8)
     a1, a2 = a0[:bsz], a0[bsz:]
     alpha = jnp.clip(a1 / (a1 + a2), 0.0, self.alpha_max).reshape(bshape)
     x1 = jnp.clip((x1 + self.eta * d1) * (1 - alpha) + (x + d2 * self.eta) * alpha, 0.0, 1.0)
     is_adv = jnp.argmax(logits_fn(x1), -1) != y
-    t = _flat_norm(x1 - x, self.norm)
+    t = flat_norm(x1 - x, self.norm)
     better = is_adv & (t < s["res2"])
     adv = jnp.where(better.reshape(bshape), x1, s["adv"])
     res2 = jnp.where(better, t, s["res2"])
@@ -211,7 +212,7 @@ def fab_single(logits_fn, x, y, y_target, *, norm: str = "linf", n_iter: int = 1
 
 def fab_broken(logits_fn, x, y, adv, *, eps: float, norm: str) -> jax.Array:
   """AutoAttack's success test for FAB: misclassified at ``adv`` and ``||adv - x|| <= eps``."""
-  return (jnp.argmax(logits_fn(adv), -1) != y) & (_flat_norm(adv - x, norm) <= eps)
+  return (jnp.argmax(logits_fn(adv), -1) != y) & (flat_norm(adv - x, norm) <= eps)
 
 
 def fab_targeted(logits_fn, x, y, *, eps: float, norm: str = "linf", n_target_classes: int = 9,

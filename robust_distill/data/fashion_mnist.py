@@ -22,6 +22,8 @@ import urllib.parse
 import numpy as np
 import tensorflow_datasets as tfds
 
+from robust_distill.data import builder_info
+
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 MIRROR_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FILES = {
@@ -35,7 +37,7 @@ HOW_TO_GET = (
     "Fashion-MNIST was not found. Either install the Debian package "
     "(`sudo apt-get install dataset-fashion-mnist`, files in " + DEBIAN_DIR + "), or put "
     "train-/t10k-{images-idx3,labels-idx1}-ubyte.gz in a folder and pass it as "
-    "--config.dataset.manual_dir=FOLDER, or run once with network access so that the files can "
+    "--config.data.manual_dir=FOLDER, or run once with network access so that the files can "
     "be downloaded from " + MIRROR_URL)
 
 
@@ -75,17 +77,10 @@ class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = HOW_TO_GET
 
   def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="Fashion-MNIST 28x28 grey-scale clothing images, 10 classes.",
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
-            "label": tfds.features.ClassLabel(names=list(CLASS_NAMES)),
-            "id": tfds.features.Scalar(dtype=np.int64),
-        }),
-        supervised_keys=("image", "label"),
-        homepage="https://github.com/zalandoresearch/fashion-mnist",
-    )
+    return builder_info.image_classification_info(
+        self, description="Fashion-MNIST 28x28 grey-scale clothing images, 10 classes.",
+        shape=(28, 28, 1), label=tfds.features.ClassLabel(names=list(CLASS_NAMES)),
+        homepage="https://github.com/zalandoresearch/fashion-mnist")
 
   def _locate(self, dl_manager):
     manual = None

@@ -1,14 +1,18 @@
-"""Model registry: models are chosen by name in configs."""
+"""Model registry: models are chosen by name in configs. ``from_torch`` imports PyTorch /
+RobustBench weights (``robust_distill.models.torch_import``)."""
 
 from flax import nnx
 
-from robust_distill.models.resnet import ResNet18, WideResNet
+from robust_distill.models.resnet import PreActResNet18, ResNet18, ResNet50, WideResNet
 from robust_distill.models.small_cnn import SmallCNN
 
 MODELS = {
     "small_cnn": SmallCNN,
     "resnet18": ResNet18,
+    "preact_resnet18": PreActResNet18,
+    "resnet50": ResNet50,
     "wrn34_10": lambda **kw: WideResNet(depth=34, widen=10, **kw),
+    "wrn34_20": lambda **kw: WideResNet(depth=34, widen=20, **kw),
     "wrn28_10": lambda **kw: WideResNet(depth=28, widen=10, **kw),
     "wide_resnet": WideResNet,
 }
@@ -35,3 +39,10 @@ def build_for_data(name: str, model_kwargs, *, num_classes: int, image_shape, se
   if name == "small_cnn":
     kw.setdefault("image_size", image_shape[0])
   return build(name, seed=seed, **kw)
+
+
+def from_torch(path_or_state_dict, arch: str, **kwargs) -> nnx.Module:
+  """A model of ``arch`` with the weights of a PyTorch ``state_dict`` file (loaded with
+  ``weights_only=True``); see ``robust_distill.models.torch_import``."""
+  from robust_distill.models import torch_import  # pylint: disable=import-outside-toplevel
+  return torch_import.from_torch(path_or_state_dict, arch, **kwargs)

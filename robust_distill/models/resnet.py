@@ -1,4 +1,6 @@
-"""CIFAR-form ResNet-18 and WideResNet-34-10 (3x3 stem, no initial max-pool), Flax NNX.
+"""ResNets in Flax NNX: the CIFAR forms of ResNet-18, PreAct-ResNet-18 and WideResNet (3x3 stem,
+no initial max-pool) and the ImageNet ResNet-50 (7x7 stem, max-pool, bottlenecks, stride in the
+3x3 convolution as in torchvision).
 
 BatchNorm follows PyTorch's defaults (momentum 0.1 there = 0.9 here, eps 1e-5). Inputs are NHWC
 in [0, 1]; per-channel normalisation is inside the model (identity by default, as RobustBench's
@@ -34,15 +36,32 @@ def _classify(head, h, feats, return_features):
   return logits
 
 
+def _projection(cin, cout, stride, rngs):
+  """The shortcut of a post-activation block: 1x1 conv + BN where the shape changes, else
+  ``None`` (identity)."""
+  needs = stride != 1 or cin != cout
+  return nnx.data(
+      nnx.Sequential(_conv(cin, cout, 1, stride, rngs), _bn(cout, rngs)) if needs else None)
+
+
+def _run_blocks(blocks, stage_ends, h):
+  """Applies ``blocks`` in order; returns the output and the feature map at the end of each
+  stage (``block1`` ... ``blockN``)."""
+  feats = {}
+  for i, blk in enumerate(blocks):
+    h = blk(h)
+    if i in stage_ends:
+      feats[f"block{stage_ends.index(i) + 1}"] = h
+  return h, feats
+
+
 class BasicBlock(nnx.Module):
   """Post-activation residual block of ResNet-18."""
 
   def __init__(self, cin, cout, stride, *, rngs):
     self.conv1, self.bn1 = _conv(cin, cout, 3, stride, rngs), _bn(cout, rngs)
     self.conv2, self.bn2 = _conv(cout, cout, 3, 1, rngs), _bn(cout, rngs)
-    needs = stride != 1 or cin != cout
-    self.shortcut = nnx.data(
-        nnx.Sequential(_conv(cin, cout, 1, stride, rngs), _bn(cout, rngs)) if needs else None)
+    self.shortcut = _projection(cin, cout, stride, rngs)
 
   def __call__(self, x):
     h = jax.nn.relu(self.bn1(self.conv1(x)))
@@ -71,11 +90,91 @@ class ResNet18(nnx.Module):
 
   def __call__(self, x, return_features: bool = False):
     h = jax.nn.relu(self.bn1(self.conv1(normalize(x, self.mean, self.std))))
-    feats = {}
-    for i, blk in enumerate(self.blocks):
-      h = blk(h)
-      if i in self.stage_ends:
-        feats[f"block{self.stage_ends.index(i) + 1}"] = h
+    h, feats = _run_blocks(self.blocks, self.stage_ends, h)
+    return _classify(self.head, h, feats, return_features)
+
+
+class PreActBlock(nnx.Module):
+  """Pre-activation residual block (He et al. 2016b); the shortcut convolution sees the
+  activated input, as in Rice et al.'s and RobustBench's PreActResNet-18."""
+
+  def __init__(self, cin, cout, stride, *, rngs):
+    self.bn1, self.conv1 = _bn(cin, rngs), _conv(cin, cout, 3, stride, rngs)
+    self.bn2, self.conv2 = _bn(cout, rngs), _conv(cout, cout, 3, 1, rngs)
+    needs = stride != 1 or cin != cout
+    self.shortcut = nnx.data(_conv(cin, cout, 1, stride, rngs) if needs else None)
+
+  def __call__(self, x):
+    o = jax.nn.relu(self.bn1(x))
+    sc = x if self.shortcut is None else self.shortcut(o)
+    h = self.conv2(jax.nn.relu(self.bn2(self.conv1(o))))
+    return h + sc
+
+
+class PreActResNet18(nnx.Module):
+  """PreAct-ResNet-18 in its CIFAR form with a final BatchNorm (RobustBench / Rice et al.)."""
+
+  def __init__(self, *, num_classes: int = 10, in_channels: int = 3,
+               stages: Sequence[int] = (2, 2, 2, 2), width: int = 64,
+               mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), rngs: nnx.Rngs):
+    self.mean, self.std = tuple(mean), tuple(std)
+    self.conv1 = _conv(in_channels, width, 3, 1, rngs)
+    blocks, cin = [], width
+    for i, n in enumerate(stages):
+      for j in range(n):
+        blocks.append(PreActBlock(cin, width * 2**i, 2 if (j == 0 and i > 0) else 1, rngs=rngs))
+        cin = width * 2**i
+    self.blocks = nnx.List(blocks)
+    self.stage_ends = tuple(sum(stages[: i + 1]) - 1 for i in range(len(stages)))
+    self.bn = _bn(cin, rngs)
+    self.head = nnx.Linear(cin, num_classes, rngs=rngs)
+
+  def __call__(self, x, return_features: bool = False):
+    h = self.conv1(normalize(x, self.mean, self.std))
+    h, feats = _run_blocks(self.blocks, self.stage_ends, h)
+    return _classify(self.head, jax.nn.relu(self.bn(h)), feats, return_features)
+
+
+class Bottleneck(nnx.Module):
+  """ResNet-50's bottleneck block (1x1, 3x3 with the stride, 1x1 x4; torchvision's v1.5)."""
+
+  def __init__(self, cin, mid, stride, *, rngs):
+    cout = 4 * mid
+    self.conv1, self.bn1 = _conv(cin, mid, 1, 1, rngs), _bn(mid, rngs)
+    self.conv2, self.bn2 = _conv(mid, mid, 3, stride, rngs), _bn(mid, rngs)
+    self.conv3, self.bn3 = _conv(mid, cout, 1, 1, rngs), _bn(cout, rngs)
+    self.shortcut = _projection(cin, cout, stride, rngs)
+
+  def __call__(self, x):
+    h = jax.nn.relu(self.bn1(self.conv1(x)))
+    h = jax.nn.relu(self.bn2(self.conv2(h)))
+    h = self.bn3(self.conv3(h))
+    return jax.nn.relu(h + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class ResNet50(nnx.Module):
+  """ImageNet ResNet-50 (He et al. 2016; torchvision layout): 7x7/2 stem, 3x3/2 max-pool,
+  bottleneck stages (3, 4, 6, 3). Inputs NHWC in [0, 1]; ``mean``/``std`` default to the
+  ImageNet statistics, applied inside the model (attacks work in [0, 1] pixel space)."""
+
+  def __init__(self, *, num_classes: int = 1000, in_channels: int = 3,
+               stages: Sequence[int] = (3, 4, 6, 3), width: int = 64,
+               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), rngs: nnx.Rngs):
+    self.mean, self.std = tuple(mean), tuple(std)
+    self.conv1, self.bn1 = _conv(in_channels, width, 7, 2, rngs), _bn(width, rngs)
+    blocks, cin = [], width
+    for i, n in enumerate(stages):
+      for j in range(n):
+        blocks.append(Bottleneck(cin, width * 2**i, 2 if (j == 0 and i > 0) else 1, rngs=rngs))
+        cin = 4 * width * 2**i
+    self.blocks = nnx.List(blocks)
+    self.stage_ends = tuple(sum(stages[: i + 1]) - 1 for i in range(len(stages)))
+    self.head = nnx.Linear(cin, num_classes, rngs=rngs)
+
+  def __call__(self, x, return_features: bool = False):
+    h = jax.nn.relu(self.bn1(self.conv1(normalize(x, self.mean, self.std))))
+    h = nnx.max_pool(h, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    h, feats = _run_blocks(self.blocks, self.stage_ends, h)
     return _classify(self.head, h, feats, return_features)
 
 

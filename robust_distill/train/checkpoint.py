@@ -22,6 +22,7 @@ import zlib
 
 from flax import nnx
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 
@@ -92,6 +93,8 @@ class Checkpointer:
           with open(tmp, "w") as f:
             json.dump(files, f)
           os.replace(tmp, os.path.join(self.manifests, f"{kind}-{step}.json"))
+    if jax.process_count() > 1:  # no host may read a manifest before host 0 has written it
+      multihost_utils.sync_global_devices("robust_distill checkpoint manifests")
     self._pending = []
 
   def steps(self, kind: str = "latest") -> list[int]:

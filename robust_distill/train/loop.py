@@ -72,17 +72,25 @@ def build_model(stage_cfg, num_classes: int, image_shape, seed: int):
                                image_shape=image_shape, seed=seed)
 
 
+def load_split(config, split: str):
+  """One split of the config's dataset (in memory, or a ``pipeline.LazySplit``)."""
+  d = config.data
+  return pipeline.load_split(config.dataset, split, data_dir=d.data_dir or None,
+                             manual_dir=d.manual_dir, mock_examples=d.mock_examples,
+                             mock_like=d.mock_like)
+
+
 def load_data(config) -> dict:
-  """Train (minus validation), validation and test splits as in-memory arrays."""
-  d = config.dataset
-  kw = dict(data_dir=d.data_dir or None, manual_dir=d.manual_dir, mock_examples=d.mock_examples)
-  train = pipeline.load_split(d.name, "train", **kw)
-  test = pipeline.load_split(d.name, "test", **kw)
-  tr_idx, val_idx = pipeline.split_train_val(len(train["label"]), d.val_size, d.seed)
-  val = {k: v[val_idx] for k, v in train.items()}
-  num_classes = pipeline.INFO[d.name][2]
-  return {"train": train, "train_idx": tr_idx, "val": val, "test": test,
-          "num_classes": num_classes, "shape": train["image"].shape[1:]}
+  """Train (minus validation), validation and test splits. A synthetic (mock) train split
+  smaller than ``data.val_size`` holds out a quarter of itself instead."""
+  d = config.data
+  train, test = load_split(config, "train"), load_split(config, "test")
+  n = pipeline.split_size(train)
+  val_size = min(d.val_size, n // 4) if config.dataset == "mock" else d.val_size
+  tr_idx, val_idx = pipeline.split_train_val(n, val_size, d.seed)
+  shape, num_classes = pipeline.geometry(config.dataset, d.mock_like)
+  return {"train": train, "train_idx": tr_idx, "val": pipeline.subset(train, val_idx),
+          "test": test, "num_classes": num_classes, "shape": shape}
 
 
 def stage_dir(workdir: str, name: str) -> str:
@@ -126,6 +134,57 @@ def load_stage_model(config, name: str, workdir: str, data: dict, mesh, *, which
   return StageModel(graphdef, state["params"], state["stats"], steps[-1])
 
 
+class ConfigMismatch(ValueError):
+  """A workdir holds a stage trained with settings other than the ones asked for."""
+
+
+# Stage settings that may change between a run and its resumption: they change neither the
+# maths nor the data order.
+RESUMABLE_CHANGES = ("val_every_epochs", "attack.unroll", "stop_at_step")
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_resumable(config, name: str, stage_directory: str) -> None:
+  """Raises ``ValueError`` if ``stage_directory`` holds a stage trained with other settings.
+
+  Compares the dataset, the seed, the data options (paths excepted) and the stage's own block
+  with the stored ``config.json``; keys that only one side has (an older schema) are skipped,
+  and of an imported stage (``robust_distill.import_teacher``) only the model is compared.
+  ``--config.checkpoint.allow_config_change=True`` turns the check off.
+  """
+  if config.checkpoint.allow_config_change:
+    return
+  if not os.path.exists(os.path.join(stage_directory, "config.json")):
+    return
+  old = _flatten(read_config(stage_directory).to_dict())
+  new = _flatten(C.upgrade(json.loads(config.to_json_best_effort())).to_dict())  # as stored
+  keys = ["dataset", "seed"] + [k for k in new if k.startswith("data.")
+                                and k not in ("data.data_dir", "data.manual_dir")]
+  keys += [k for k in new if k.startswith(name + ".")
+           and k[len(name) + 1:] not in RESUMABLE_CHANGES]
+  done = os.path.join(stage_directory, "done.json")
+  if os.path.exists(done):
+    with open(done) as f:
+      if "imported_from" in json.load(f):  # an imported network: only its architecture counts
+        keys = [k for k in keys if k.startswith((f"{name}.model", "dataset"))]
+  diffs = [f"{k}: stored {old[k]!r}, now {new[k]!r}" for k in keys
+           if k in old and old[k] != new[k]]
+  if diffs:
+    raise ConfigMismatch(
+        f"{stage_directory} holds a {name} stage trained with other settings:\n  "
+        + "\n  ".join(diffs) + "\nUse another --workdir, or "
+        "--config.checkpoint.allow_config_change=True to resume it anyway.")
+
+
 def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=None) -> dict:
   """Trains stage ``name`` ('teacher' or 'student'); returns its final metrics.
 
@@ -134,20 +193,27 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
   """
   stage_cfg = config[name]
   sdir = stage_dir(workdir, name)
+  check_resumable(config, name, sdir)
   done_path = os.path.join(sdir, "done.json")
   if os.path.exists(done_path):
     log(f"[{name}] already trained: {sdir}")
     with open(done_path) as f:
       return json.load(f)
   os.makedirs(sdir, exist_ok=True)
-  with open(os.path.join(sdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
+  if jax.process_index() == 0:
+    with open(os.path.join(sdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
 
   model = build_model(stage_cfg, data["num_classes"], data["shape"], config.seed)
   global_batch = stage_cfg.batch_size
   parallel.local_batch_size(global_batch, mesh)
   steps_per_epoch = len(data["train_idx"]) // global_batch
+  if steps_per_epoch == 0:
+    raise ValueError(f"[{name}] the global batch ({global_batch}) is larger than the training "
+                     f"split ({len(data['train_idx'])} examples)")
   total = max(int(round(stage_cfg.optim.epochs * steps_per_epoch)), 1)
+  if config.steps > 0:
+    total = min(total, config.steps)
   val_every = max(int(round(stage_cfg.val_every_epochs * steps_per_epoch)), 1)
   tx = step_lib.make_optimizer(stage_cfg.optim, steps_per_epoch)
   graphdef, state = step_lib.init_state(model, tx)
@@ -173,8 +239,8 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
     t_logits, t_ids = teacher["logits"], teacher["ids"]
   it = pipeline.train_iterator(
       data["train"], data["train_idx"], global_batch=global_batch,
-      seed=config.dataset.seed * 1000 + config.seed, augment=config.dataset.augment,
-      process_index=jax.process_index(), process_count=jax.process_count(),
+      seed=config.data.seed * 1000 + config.seed, augment=config.data.augment,
+      host_rows=parallel.host_rows(mesh, global_batch),
       teacher_logits=t_logits, teacher_ids=t_ids, state=meta["data_iter"],
       class_pool=step_lib.class_pool_size(stage_cfg), num_classes=data["num_classes"])
 
@@ -281,12 +347,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   C.validate(config)
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh(config.num_devices)
+  if config.steps > 0:
+    config = C.smoke_limits(config, mesh.devices.size)
+    log(f"smoke run (steps={config.steps}): {config.steps} steps per training stage, batches of "
+        f"{config.eval.batch_size}, one evaluation batch; the numbers mean nothing")
+  for name in ("teacher", "student"):
+    if name in names:
+      check_resumable(config, name, stage_dir(workdir, name))
   log(f"robust_distill: stages {names} on {mesh.devices.size} {jax.devices()[0].platform} "
       f"device(s), {jax.process_count()} process(es); workdir {os.path.abspath(workdir)}")
   t0 = time.perf_counter()
   data = load_data(config)
-  log(f"data: {config.dataset.name}, {len(data['train_idx'])} train / {len(data['val']['label'])} "
-      f"val / {len(data['test']['label'])} test examples ({time.perf_counter() - t0:.1f}s)")
+  log(f"data: {config.dataset}, {len(data['train_idx'])} train / "
+      f"{pipeline.split_size(data['val'])} val / {pipeline.split_size(data['test'])} test "
+      f"examples ({time.perf_counter() - t0:.1f}s)")
   logits_dir = os.path.join(workdir, "teacher_logits")
   results = {}
 
@@ -329,7 +403,7 @@ def evaluate_stage(config, name: str, workdir: str, data: dict, mesh) -> dict:
                             seed=config.seed + 1, log=log, label=f"eval {name}")
   res.update(eps=eps, norm=stage_cfg.attack.norm, pgd_steps=e.pgd_steps, cw_steps=e.cw_steps,
              stage=name, model=stage_cfg.model, temperature=stage_cfg.temperature,
-             dataset=config.dataset.name, seconds=time.perf_counter() - t,
+             dataset=config.dataset, seconds=time.perf_counter() - t, smoke=config.steps > 0,
              command=" ".join([os.path.basename(sys.executable)] + sys.argv),
              git_commit=_git_commit(), devices=mesh.devices.size,
              platform=jax.devices()[0].platform)
@@ -346,7 +420,7 @@ def evaluate_stage(config, name: str, workdir: str, data: dict, mesh) -> dict:
                autoattack_version=e.autoattack)
   evaluation.write_json(os.path.join(workdir, "eval.json"), res)
   log(evaluation.table(res, f"Evaluation of the {name} ({stage_cfg.model}, "
-                            f"{config.dataset.name} test split)"))
+                            f"{config.dataset} test split)"))
   return res
 
 
@@ -379,6 +453,15 @@ class RestoredModel:
     return self.module(jnp.asarray(x, jnp.float32)) / self.temperature
 
 
+def read_config(stage_directory: str) -> ml_collections.ConfigDict:
+  """The config a stage was trained with (``STAGE/config.json``), in today's schema."""
+  path = os.path.join(stage_directory, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no trained stage in {stage_directory} ({path} missing)")
+  with open(path) as f:
+    return C.upgrade(json.load(f))
+
+
 def restore_model(workdir: str, *, which: str = "best", stage: str | None = None
                   ) -> RestoredModel:
   """Restores stage ``stage`` (default: 'student' if trained, else 'teacher') of ``workdir``.
@@ -391,10 +474,8 @@ def restore_model(workdir: str, *, which: str = "best", stage: str | None = None
   if stage is None:
     stage = "student" if os.path.isdir(os.path.join(workdir, "student", "ckpt")) else "teacher"
   sdir = stage_dir(workdir, stage)
-  with open(os.path.join(sdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  d = config.dataset
-  _, shape, num_classes = pipeline.INFO[d.name]
+  config = read_config(sdir)
+  shape, num_classes = pipeline.geometry(config.dataset, config.data.mock_like)
   mesh = parallel.make_mesh(1, devices=jax.local_devices())
   data = {"num_classes": num_classes, "shape": shape}
   m = load_stage_model(config, stage, workdir, data, mesh, which=which)

@@ -15,6 +15,7 @@ evaluated.
 """
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 from flax import nnx
@@ -274,9 +275,13 @@ def class_pool_size(stage_cfg) -> int:
   return 0
 
 
+@functools.lru_cache(maxsize=64)
 def make_apply(graphdef, temperature: float = 1.0):
   """``apply(params, stats, x, train, features=False) -> (out, new_stats)``, x in [0, 1]; ``out``
-  is ``logits / temperature``, or ``(logits / temperature, features)`` with ``features``."""
+  is ``logits / temperature``, or ``(logits / temperature, features)`` with ``features``.
+
+  The same (architecture, temperature) gives the same function object, so programs compiled
+  for one checkpoint (keyed on ``apply``) are reused for the next one of that architecture."""
 
   def apply(params, stats, x, *, train: bool, features: bool = False):
     m = nnx.merge(graphdef, params, stats, copy=True)

@@ -1,0 +1,18 @@
+"""What the benchmarks record about the code they measured."""
+
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def git_commit() -> str:
+  """The checkout's commit, with ``-dirty`` when tracked files have uncommitted changes."""
+  def git(*args):
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+  try:
+    rev = git("rev-parse", "--short", "HEAD")
+    return rev + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
