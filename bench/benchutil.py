@@ -14,7 +14,8 @@ def git_commit() -> str:
                           check=True).stdout.strip()
   try:
     rev = git("rev-parse", "--short", "HEAD")
-    return rev + ("-dirty" if git("status", "--porcelain", "--untracked-files=no", "--",
-                                           "robust_distill", "configs", "bench") else "")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "robust_distill",
+                "configs", "bench")
+    return rev + ("-dirty" if dirty else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown"

@@ -238,18 +238,25 @@ def test_imported_teacher_is_the_teacher_stage_of_a_distillation_run(tmp_path):
   """python -m robust_distill.import_teacher, then the training command: the teacher stage is
   skipped and the student distils from the imported network (RSLAD's CIFAR-10 config, narrowed
   networks, synthetic CIFAR-shaped data, 2 steps)."""
-  from robust_distill import methods, restore  # pylint: disable=import-outside-toplevel
+  from robust_distill import restore  # pylint: disable=import-outside-toplevel
   from robust_distill import import_teacher  # pylint: disable=import-outside-toplevel
   from robust_distill.train import loop  # pylint: disable=import-outside-toplevel
-  c = methods.make("cifar10", "rslad")
-  c.teacher.model, c.teacher.model_kwargs = "wide_resnet", dict(depth=10, widen=1)
-  c.student.model_kwargs = dict(width=8)
-  c.dataset, c.steps, c.data.mock_examples = "mock", 2, 64
+  cfg_file = tmp_path / "rslad_narrow.py"
+  cfg_file.write_text(
+      "from robust_distill import methods\n\n\n"
+      "def get_config(arg):\n"
+      "  c = methods.make('cifar10', arg)\n"
+      "  c.teacher.model, c.teacher.model_kwargs = 'wide_resnet', dict(depth=10, widen=1)\n"
+      "  c.student.model_kwargs = dict(width=8)\n"
+      "  c.dataset, c.steps, c.data.mock_examples = 'mock', 2, 64\n"
+      "  return c\n")
   tm = _randomize(TorchWRN(depth=10, widen=1, sub_block1=False), seed=2)
   path = str(tmp_path / "robustbench.pt")
   torch.save({"state_dict": tm.state_dict()}, path)
   wd = str(tmp_path / "run")
-  import_teacher.import_teacher(path, c, wd)
+  argv = [f"--torch={path}", f"--config={cfg_file}:rslad", f"--workdir={wd}"]
+  import_teacher.main(argv)  # the README's command line
+  c = import_teacher.load_config(f"{cfg_file}:rslad")
   res = loop.run(c, wd)
   assert "clean_acc" in res
   teacher = restore(wd, stage="teacher")
@@ -257,5 +264,5 @@ def test_imported_teacher_is_the_teacher_stage_of_a_distillation_run(tmp_path):
   with torch.no_grad():
     want = tm(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
   np.testing.assert_allclose(np.asarray(teacher(x)), want, rtol=1e-4, atol=1e-4)
-  with pytest.raises(FileExistsError):
-    import_teacher.import_teacher(path, c, wd)
+  with pytest.raises(SystemExit, match="already holds a finished teacher"):
+    import_teacher.main(argv)
