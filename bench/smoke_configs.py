@@ -46,12 +46,12 @@ def main(argv=None):
       print(f"[smoke] {cfg}: exit {out.returncode}, {seconds / 60:.1f} min", flush=True)
       if out.returncode:
         print(out.stdout[-3000:], out.stderr[-3000:], flush=True)
-  if a.json:
-    meta = {"command": "python bench/smoke_configs.py " + " ".join(argv or sys.argv[1:]),
-            "date": time.strftime("%Y-%m-%d"), "commit": benchutil.git_commit(),
-            "machine": f"{os.cpu_count()} CPU cores"}
-    with open(a.json, "w") as f:
-      json.dump({"meta": meta, "rows": rows}, f, indent=1)
+      if a.json:  # after every config, so that an interrupted run keeps what it measured
+        meta = {"command": "python bench/smoke_configs.py " + " ".join(argv or sys.argv[1:]),
+                "date": time.strftime("%Y-%m-%d"), "commit": benchutil.git_commit(),
+                "machine": f"{os.cpu_count()} CPU cores"}
+        with open(a.json, "w") as f:
+          json.dump({"meta": meta, "rows": rows}, f, indent=1)
   return 1 if any(r["returncode"] for r in rows) else 0
 
 

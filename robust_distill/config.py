@@ -253,14 +253,18 @@ def smoke_limits(config, num_devices: int) -> "ml_collections.ConfigDict":
   """The config of a smoke run (``steps`` > 0), which checks that a config runs end to end,
   fast, on any machine; its numbers mean nothing. Every training stage stops after ``steps``
   steps (its learning-rate schedule unchanged); every batch holds 2 examples per device; attack
-  loops are rolled (fast to compile); validation and test evaluation see one batch; AutoAttack
-  runs on that batch with a few iterations and no honesty checks."""
+  loops are rolled (fast to compile) and take at most 2 iterations (a WRN-34-10 input-gradient
+  pass takes seconds on a CPU); validation and test evaluation see one batch; AutoAttack runs
+  on that batch with a few iterations and no honesty checks."""
   c = ml_collections.ConfigDict(config.to_dict())
   b = 2 * num_devices
   for name in ("teacher", "student"):
     c[name].batch_size = min(c[name].batch_size, b)
     c[name].attack.unroll = 1
+    c[name].attack.steps = min(c[name].attack.steps, 2)
   c.eval.update(batch_size=b, n=b, val_n=b, autoattack_n=b, autoattack_batch_size=b,
+                pgd_steps=min(c.eval.pgd_steps, 2), cw_steps=min(c.eval.cw_steps, 2),
+                val_pgd_steps=min(c.eval.val_pgd_steps, 2),
                 autoattack_check_n=0,
                 autoattack_opts="n_iter=2,fab_iter=2,n_queries=10,n_target_classes=2")
   return c
