@@ -186,14 +186,14 @@ def check_resumable(config, name: str, stage_directory: str) -> None:
 
 
 def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=None) -> dict:
-  """Trains stage ``name`` ('teacher' or 'student'); returns its final metrics.
+  """Trains stage ``name`` ('teacher' or 'student'); returns its final metrics. ``run`` has
+  checked the stage directory with ``check_resumable`` before loading any data.
 
   ``teacher`` is ``None``, ``{"logits", "ids"}`` (precomputed) or ``{"graphdef", "params",
   "stats"}`` (online).
   """
   stage_cfg = config[name]
   sdir = stage_dir(workdir, name)
-  check_resumable(config, name, sdir)
   done_path = os.path.join(sdir, "done.json")
   if os.path.exists(done_path):
     log(f"[{name}] already trained: {sdir}")
