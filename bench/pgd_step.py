@@ -21,12 +21,28 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from robust_distill import hostdevices  # pylint: disable=wrong-import-position
+from robust_distill import cpu_devices
+
+cpu_devices.configure_from_argv()  # before JAX is imported: XLA reads the flag once
+
+import jax
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robust_distill import config as C, models, parallel
+from robust_distill.train import optim, step as S
 
 
 def parse():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--host_devices", type=int, default=hostdevices.DEFAULT_HOST_DEVICES)
+  p.add_argument(
+    cpu_devices.FLAG,
+    type=int,
+    default=cpu_devices.DEFAULT_HOST_DEVICES,
+    help="CPU host devices (read before JAX starts)",
+  )
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--steps", type=int, default=10, help="PGD iterations")
   p.add_argument("--reps", type=int, default=21, help="timed steps per implementation")
@@ -36,22 +52,22 @@ def parse():
 
 def jax_step(args):
   """Returns a no-argument callable running one jitted library train step."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from robust_distill import config as C, models, parallel  # pylint: disable=import-outside-toplevel
-  from robust_distill.train import step as S  # pylint: disable=import-outside-toplevel
-  s = C.stage(loss=dict(ce_adv=1.0), attack_cfg=C.attack(eps=0.1, step_size=0.025,
-                                                          steps=args.steps))
-  tx = S.make_optimizer(s.optim, 100)
+  s = C.stage(
+    loss=dict(ce_adv=1.0), attack_cfg=C.attack(eps=0.1, step_size=0.025, steps=args.steps)
+  )
+  tx = optim.make_optimizer(s.optim, 100)
   graphdef, state = S.init_state(models.build("small_cnn"), tx)
   mesh = parallel.make_mesh()
   repl = parallel.replicated(mesh)
-  fn = jax.jit(S.make_train_step(s, graphdef, tx), donate_argnums=(0,),
-               out_shardings=(repl, repl))
+  fn = jax.jit(S.make_train_step(s, graphdef, tx), donate_argnums=(0,), out_shardings=(repl, repl))
   rng = np.random.default_rng(0)
   batch = parallel.shard_batch(
-      {"image": rng.integers(0, 255, (args.batch, 28, 28, 1), dtype=np.uint8),
-       "label": rng.integers(0, 10, args.batch).astype(np.int32)}, mesh)
+    {
+      "image": rng.integers(0, 255, (args.batch, 28, 28, 1), dtype=np.uint8),
+      "label": rng.integers(0, 10, args.batch).astype(np.int32),
+    },
+    mesh,
+  )
   holder = {"state": parallel.replicate(state, mesh)}
   key = jax.random.key(0)
 
@@ -63,10 +79,6 @@ def jax_step(args):
 
 
 def torch_step(args):
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  import torch  # pylint: disable=import-outside-toplevel
-  from torch import nn  # pylint: disable=import-outside-toplevel
-  import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(os.cpu_count() or 1)
   torch.manual_seed(0)
 
@@ -97,7 +109,7 @@ def torch_step(args):
     for _ in range(args.steps):
       xa.requires_grad_(True)
       loss = F.cross_entropy(model(xa), y, reduction="sum")
-      g, = torch.autograd.grad(loss, xa)
+      (g,) = torch.autograd.grad(loss, xa)
       xa = torch.min(torch.max(xa.detach() + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
     model.train()
     opt.zero_grad()
@@ -109,7 +121,6 @@ def torch_step(args):
 
 def main():
   args = parse()
-  hostdevices.configure(args.host_devices)
   jrun, jdesc = jax_step(args)
   trun, tdesc = torch_step(args)
   for f in (jrun, trun, jrun, trun):  # compile + warm-up
@@ -128,9 +139,21 @@ def main():
   print(f"  speed ratio PyTorch time / JAX time = {ratio:.2f}")
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"jax_ms": med["jax"] * 1e3, "torch_ms": med["torch"] * 1e3, "ratio": ratio,
-                 "host_devices": args.host_devices, "batch": args.batch, "pgd_steps": args.steps,
-                 "jax": jdesc, "torch": tdesc, "times": times}, f, indent=1)
+      json.dump(
+        {
+          "jax_ms": med["jax"] * 1e3,
+          "torch_ms": med["torch"] * 1e3,
+          "ratio": ratio,
+          "host_devices": args.host_devices,
+          "batch": args.batch,
+          "pgd_steps": args.steps,
+          "jax": jdesc,
+          "torch": tdesc,
+          "times": times,
+        },
+        f,
+        indent=1,
+      )
 
 
 if __name__ == "__main__":

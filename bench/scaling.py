@@ -66,27 +66,43 @@ def main(argv=None):
   rows = []
   for n in [int(v) for v in a.devices.split(",")]:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-    out = subprocess.run([sys.executable, "-c", CHILD, str(a.batch), str(a.steps), str(a.reps)],
-                         env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+      [sys.executable, "-c", CHILD, str(a.batch), str(a.steps), str(a.reps)],
+      env=env,
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      check=True,
+    )
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["images_per_s"] = a.batch / (r["ms"] / 1000)
     rows.append(r)
-    print(f"{n} device(s): {r['ms']:8.1f} ms/step  {r['images_per_s']:7.1f} img/s "
-          f"(first step {r['first_step_s']:.1f} s)", flush=True)
+    print(
+      f"{n} device(s): {r['ms']:8.1f} ms/step  {r['images_per_s']:7.1f} img/s "
+      f"(first step {r['first_step_s']:.1f} s)",
+      flush=True,
+    )
   base = rows[0]["ms"]
   for r in rows:
     r["speedup_vs_first"] = base / r["ms"]
-  print("\n| devices | ms / step | images / s | speed-up vs "
-        f"{rows[0]['devices']} device(s) |\n|---|---|---|---|")
+  print(
+    "\n| devices | ms / step | images / s | speed-up vs "
+    f"{rows[0]['devices']} device(s) |\n|---|---|---|---|"
+  )
   for r in rows:
-    print(f"| {r['devices']} | {r['ms']:.1f} | {r['images_per_s']:.1f} | "
-          f"{r['speedup_vs_first']:.2f} |")
+    print(
+      f"| {r['devices']} | {r['ms']:.1f} | {r['images_per_s']:.1f} | {r['speedup_vs_first']:.2f} |"
+    )
   if a.json:
-    meta = {"command": "python bench/scaling.py " + " ".join(argv or sys.argv[1:]),
-            "date": time.strftime("%Y-%m-%d"), "commit": benchutil.git_commit(),
-            "machine": f"{os.cpu_count()} CPU cores, "
-            f"{platform.processor() or platform.machine()}", "global_batch": a.batch,
-            "pgd_steps": a.steps, "reps": a.reps}
+    meta = {
+      "command": "python bench/scaling.py " + " ".join(argv or sys.argv[1:]),
+      "date": time.strftime("%Y-%m-%d"),
+      "commit": benchutil.git_commit(),
+      "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}",
+      "global_batch": a.batch,
+      "pgd_steps": a.steps,
+      "reps": a.reps,
+    }
     with open(a.json, "w") as f:
       json.dump({"meta": meta, "rows": rows}, f, indent=1)
 

@@ -51,8 +51,16 @@ def small_cnn_to_torch(module, temperature: float = 1.0) -> TorchSmallCNN:
   k1 = np.asarray(module.conv1.kernel.value)
   f1 = np.asarray(module.fc1.kernel.value)
   hd = np.asarray(module.head.kernel.value)
-  t = TorchSmallCNN(k1.shape[2], k1.shape[3], f1.shape[1], hd.shape[1], f1.shape[0],
-                    module.mean, module.std, temperature)
+  t = TorchSmallCNN(
+    k1.shape[2],
+    k1.shape[3],
+    f1.shape[1],
+    hd.shape[1],
+    f1.shape[0],
+    module.mean,
+    module.std,
+    temperature,
+  )
   for name in ("conv1", "conv2", "conv3", "conv4"):
     _conv(getattr(t, name), getattr(module, name))
   for name in ("fc1", "fc2", "head"):

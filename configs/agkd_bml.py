@@ -19,6 +19,26 @@ memory; no AutoAttack number is quoted here].
     python -m robust_distill.main --config=configs/agkd_bml.py:fmnist --workdir=runs/agkd  # here
 """
 
-from robust_distill import methods
+from robust_distill import settings
 
-get_config = methods.config_fn("agkd_bml")
+
+def get_config(arg: str = ""):
+  """The agkd_bml config of setting ``arg`` (see ``robust_distill.settings``)."""
+  c = settings.base(arg, teacher="online", teacher_kind="clean")
+  s = c.student
+  s.loss.update(
+    ce_adv=1.0,
+    label_smoothing=0.5,
+    mart_margin=1.0,
+    mart_kl=6.0,
+    at_adv=1.0,
+    at_bwd=1.0,
+    bml_triplet=2.0,
+  )
+  s.attack.objective = "ce_confusing"
+  s.init_from = "teacher"
+  if settings.is_paper(arg):
+    s.model = "wrn28_10"
+    s.model_kwargs = dict(mean=(0.5,) * 3, std=(0.5,) * 3)
+    s.optim.update(epochs=200, lr=0.1, weight_decay=2e-4, decay_epochs=(100, 150))
+  return settings.finish(c, arg)

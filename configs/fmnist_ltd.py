@@ -11,7 +11,7 @@ the full test split (clean, PGD-20, CW-inf 30 steps).
 Arguments (after ':'): ``smoke`` shrinks everything to a seconds-long run on synthetic data.
 
 LTD's exact form is not published as code; the choices below are config values
-(shared/docs/methods.md section 11, [INFERRED]):
+(docs/methods.md, LTD, [INFERRED]):
   * ``student.loss.kd_clean`` (default 1.0): the soft-label term on clean inputs replaces
     TRADES's hard-label CE (``student.loss.ce_clean``, default 0; set it > 0 to mix both);
     ``kd_adv`` distils on the adversarial input instead;
@@ -27,7 +27,7 @@ LTD's exact form is not published as code; the choices below are config values
   * the teacher's training: TRADES (beta 6), adversarially trained (the paper's setting).
 """
 
-from robust_distill import config as C, methods
+from robust_distill import config as C, settings
 
 EPS = 0.1
 
@@ -39,22 +39,36 @@ def get_config(arg: str = ""):
   # 20-minute budget on 2 CPU cores; measured on the validation split, 3 steps x 2 epochs beat
   # 5 steps x 1.5 epochs in the same time (teacher 82.2/69.5 vs 80.9/68.0 clean/PGD-10).
   atk = dict(eps=EPS, step_size=0.5 * EPS, steps=3, objective="kl_self", init="normal")
-  c.teacher = C.stage(model="small_cnn", epochs=2, batch_size=128, lr=0.05, weight_decay=2e-4,
-                      schedule="cosine", loss=dict(ce_clean=1.0, trades_kl=6.0),
-                      attack_cfg=C.attack(**atk))
+  c.teacher = C.stage(
+    model="small_cnn",
+    epochs=2,
+    batch_size=128,
+    lr=0.05,
+    weight_decay=2e-4,
+    schedule="cosine",
+    loss=dict(ce_clean=1.0, trades_kl=6.0),
+    attack_cfg=C.attack(**atk),
+  )
   c.teacher.source = "precomputed"
   c.teacher.flip_aware = False
   c.teacher.workdir = ""
-  c.student = C.stage(model="small_cnn", epochs=2, batch_size=128, lr=0.05, weight_decay=2e-4,
-                      schedule="cosine",
-                      loss=dict(kd_clean=1.0, trades_kl=4.0, kd_teacher_temperature=0.25),
-                      attack_cfg=C.attack(**atk), temperature=1.0)
+  c.student = C.stage(
+    model="small_cnn",
+    epochs=2,
+    batch_size=128,
+    lr=0.05,
+    weight_decay=2e-4,
+    schedule="cosine",
+    loss=dict(kd_clean=1.0, trades_kl=4.0, kd_teacher_temperature=0.25),
+    attack_cfg=C.attack(**atk),
+    temperature=1.0,
+  )
   c.eval.pgd_steps, c.eval.cw_steps = 20, 30
   # AutoAttack on the first 100 test points (batch 128, checks on 64) keeps README command 1
-  # inside its 20 minutes; `python -m robust_distill.evaluate --workdir=... --n=1000` runs more.
+  # inside its 20 minutes; `python -m robust_distill.eval --workdir=... --n=1000` runs more.
   c.eval.update(autoattack_n=100, autoattack_batch_size=128, autoattack_check_n=64)
   if arg == "smoke":
-    methods.shrink_to_smoke(c, mock_examples=512)
+    settings.shrink_to_smoke(c, mock_examples=512)
   elif arg:
     raise ValueError(f"unknown config argument {arg!r}; valid: '', 'smoke'")
   return c

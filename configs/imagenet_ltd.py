@@ -35,20 +35,32 @@ def get_config(arg: str = ""):
   c.data.augment = "rrc_flip"
   c.data.val_size = 10000  # held out of the training split for model selection
   atk = dict(eps=EPS, step_size=EPS * 2 / 3, steps=3, objective="kl_self", init="normal")
-  optim = dict(epochs=90, batch_size=512, lr=0.2, weight_decay=1e-4, schedule="piecewise",
-               decay_epochs=(30, 60))
-  c.teacher = C.stage(model="resnet50", loss=dict(ce_clean=1.0, trades_kl=6.0),
-                      attack_cfg=C.attack(**atk), **optim)
+  optim = dict(
+    epochs=90,
+    batch_size=512,
+    lr=0.2,
+    weight_decay=1e-4,
+    schedule="piecewise",
+    decay_epochs=(30, 60),
+  )
+  c.teacher = C.stage(
+    model="resnet50", loss=dict(ce_clean=1.0, trades_kl=6.0), attack_cfg=C.attack(**atk), **optim
+  )
   c.teacher.source = "online"
   c.teacher.flip_aware = False
   c.teacher.workdir = ""
-  c.student = C.stage(model="resnet50",
-                      loss=dict(kd_clean=1.0, trades_kl=6.0, kd_teacher_temperature=0.25),
-                      attack_cfg=C.attack(**atk), temperature=1.0, **optim)
+  c.student = C.stage(
+    model="resnet50",
+    loss=dict(kd_clean=1.0, trades_kl=6.0, kd_teacher_temperature=0.25),
+    attack_cfg=C.attack(**atk),
+    temperature=1.0,
+    **optim,
+  )
   for s in (c.teacher, c.student):
     s.val_every_epochs = 5.0
   c.stages = "teacher,student,eval"
-  c.eval.update(eps=EPS, batch_size=512, n=-1, val_n=2048, autoattack_n=5000,
-                autoattack_batch_size=512)
+  c.eval.update(
+    eps=EPS, batch_size=512, n=-1, val_n=2048, autoattack_n=5000, autoattack_batch_size=512
+  )
   c.checkpoint.every_steps = 1000
   return c

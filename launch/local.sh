@@ -2,8 +2,8 @@
 # Usage: launch/local.sh [--dry-run] --config=configs/FILE.py[:ARG] --workdir=DIR [--config.x=y ...]
 #
 # Runs robust_distill on this host with all of its devices: GPUs/TPUs if present, otherwise the
-# CPU split into --config.host_devices virtual devices (measured default 8; see
-# robust_distill/hostdevices.py). Uses .venv/bin/python if the repository has one.
+# CPU split into --host_devices=N virtual devices (measured default 8; see
+# robust_distill/cpu_devices.py). Uses .venv/bin/python if the repository has one.
 # --dry-run prints the command instead of running it.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -12,16 +12,20 @@ import sys
 
 # module -> public names (None: the module's __all__).
 PUBLIC = {
-    "robust_distill": ["restore"],
-    "robust_distill.losses": None,
-    "robust_distill.attacks": ["pgd", "project", "random_init", "check_names", "OBJECTIVES"],
-    "robust_distill.attacks.apgd": ["apgd", "apgd_targeted"],
-    "robust_distill.attacks.fab": ["fab_targeted"],
-    "robust_distill.attacks.square": ["square"],
-    "robust_distill.attacks.autoattack": ["run", "attack_batch", "options", "resolve",
-                                          "VERSIONS"],
-    "robust_distill.models": ["build", "build_for_data", "from_torch", "MODELS"],
-    "robust_distill.models.torch_import": ["from_torch", "read_state_dict", "ARCHS"],
+  "robust_distill": ["restore"],
+  "robust_distill.workdir": ["restore", "test_split", "read_config", "load_stage_model"],
+  "robust_distill.losses": None,
+  "robust_distill.losses.terms": ["Forwards", "Term", "TERMS", "total_loss", "active_terms"],
+  "robust_distill.losses.options": ["OPTIONS"],
+  "robust_distill.attacks": ["pgd", "check_names", "OBJECTIVES"],
+  "robust_distill.attacks.threat": ["project", "project_box", "random_init", "surface_init"],
+  "robust_distill.attacks.apgd": ["apgd", "apgd_targeted"],
+  "robust_distill.attacks.fab": ["fab_targeted"],
+  "robust_distill.attacks.square": ["square", "square_run"],
+  "robust_distill.attacks.autoattack": ["run", "attack_batch", "options", "resolve", "VERSIONS"],
+  "robust_distill.eval": ["evaluate", "evaluate_stage", "make_eval_fn", "run_eval"],
+  "robust_distill.models": ["build", "build_for_data", "make_apply", "from_torch", "MODELS"],
+  "robust_distill.models.torch_import": ["from_torch", "read_state_dict", "ARCHS"],
 }
 INTRO = """# API reference
 
@@ -53,7 +57,8 @@ def render() -> str:
   parts = [INTRO]
   for modname, names in PUBLIC.items():
     mod = importlib.import_module(modname)
-    names = names if names is not None else list(mod.__all__)
+    if names is None:  # the module's __all__, less its submodules
+      names = [n for n in mod.__all__ if not inspect.ismodule(getattr(mod, n))]
     summary = (inspect.getdoc(mod) or "").split("\n\n")[0]
     parts.append(f"## `{modname}`\n\n{summary}\n")
     parts.extend(_entry(mod, n) for n in names)

@@ -1,8 +1,8 @@
 """Turns a PyTorch / RobustBench checkpoint into a finished teacher stage of a workdir.
 
     python -m robust_distill.import_teacher --torch=Chen2021LTD_WRN34_10.pt \
-        --config=configs/cifar10.py:adaad --workdir=runs/adaad
-    python -m robust_distill.main --config=configs/cifar10.py:adaad --workdir=runs/adaad
+        --config=configs/adaad.py:cifar10 --workdir=runs/adaad
+    python -m robust_distill.main --config=configs/adaad.py:cifar10 --workdir=runs/adaad
 
 The weights are read with ``weights_only=True`` (``robust_distill.models.from_torch``) into the
 config's teacher architecture (``teacher.model``, e.g. ``wrn34_10``; ``--arch`` overrides the key
@@ -13,42 +13,32 @@ command then skips the teacher stage and distils from the imported model (online
 config to both commands.
 """
 
+from robust_distill import cpu_devices
+
+cpu_devices.configure_from_argv()  # before JAX is imported: XLA reads the flag once
+
 import argparse
-import importlib.util
 import json
 import os
 import sys
 
-from robust_distill import hostdevices
+from flax import nnx
+import jax
+import jax.numpy as jnp
 
-
-def load_config(spec: str):
-  """``configs/FILE.py[:ARG]`` -> the ConfigDict of ``get_config(ARG)``."""
-  path, _, arg = spec.partition(":")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"no config file {path}")
-  s = importlib.util.spec_from_file_location("imported_config", path)
-  mod = importlib.util.module_from_spec(s)
-  s.loader.exec_module(mod)
-  return mod.get_config(arg) if arg else mod.get_config()
+from robust_distill import config as config_lib, models, parallel
+from robust_distill.data import pipeline
+from robust_distill.train import checkpoint as ckpt_lib, optim
 
 
 def _layout(model) -> list:
   """``(path, shape)`` of every array of an NNX model (parameters and statistics)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from flax import nnx  # pylint: disable=import-outside-toplevel
   leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model))[0]
   return [(jax.tree_util.keystr(k), tuple(v.shape)) for k, v in leaves]
 
 
 def import_teacher(torch_path: str, config, workdir: str, *, arch: str = "", log=print) -> dict:
   """Writes ``workdir/teacher`` from the PyTorch file; returns its ``done.json`` record."""
-  # pylint: disable=import-outside-toplevel
-  from flax import nnx
-  import jax.numpy as jnp
-  from robust_distill import models, parallel
-  from robust_distill.data import pipeline
-  from robust_distill.train import checkpoint as ckpt_lib, step as step_lib
   t = config.teacher
   sdir = os.path.join(workdir, "teacher")
   if os.path.exists(os.path.join(sdir, "done.json")):
@@ -58,22 +48,33 @@ def import_teacher(torch_path: str, config, workdir: str, *, arch: str = "", log
   kw.setdefault("in_channels", shape[-1])
   model = models.from_torch(torch_path, arch or t.model, num_classes=classes, **kw)
   # The imported parameters must fit the config's own teacher architecture exactly.
-  want = nnx.eval_shape(lambda: models.build_for_data(t.model, t.model_kwargs,
-                                                       num_classes=classes, image_shape=shape))
+  want = nnx.eval_shape(
+    lambda: models.build_for_data(t.model, t.model_kwargs, num_classes=classes, image_shape=shape)
+  )
   if _layout(model) != _layout(want):
-    raise ValueError(f"the imported {arch or t.model} is not the config's teacher "
-                     f"({t.model}, {dict(t.model_kwargs)}); set --arch or the config's "
-                     "teacher.model / model_kwargs")
+    raise ValueError(
+      f"the imported {arch or t.model} is not the config's teacher "
+      f"({t.model}, {dict(t.model_kwargs)}); set --arch or the config's "
+      "teacher.model / model_kwargs"
+    )
   graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  tx = step_lib.make_optimizer(t.optim, 1)
-  state = parallel.replicate({"params": params, "stats": stats, "opt": tx.init(params),
-                              "step": jnp.zeros((), jnp.int32)}, parallel.make_mesh())
+  tx = optim.make_optimizer(t.optim, 1)
+  state = parallel.replicate(
+    {"params": params, "stats": stats, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)},
+    parallel.make_mesh(),
+  )
   os.makedirs(sdir, exist_ok=True)
   with open(os.path.join(sdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=1))
-  meta = {"data_iter": None, "best_val": -1.0, "step": 0, "epoch": 0.0, "stage": "teacher",
-          "imported_from": os.path.abspath(torch_path),
-          "config": json.loads(config.to_json_best_effort())}
+  meta = {
+    "data_iter": None,
+    "best_val": -1.0,
+    "step": 0,
+    "epoch": 0.0,
+    "stage": "teacher",
+    "imported_from": os.path.abspath(torch_path),
+    "config": json.loads(config.to_json_best_effort()),
+  }
   ck = ckpt_lib.Checkpointer(sdir)
   ck.save(0, state, meta, kind="best")
   ck.save(0, state, meta, kind="latest")
@@ -81,8 +82,10 @@ def import_teacher(torch_path: str, config, workdir: str, *, arch: str = "", log
   done = {"steps": 0, "imported_from": os.path.abspath(torch_path), "arch": arch or t.model}
   with open(os.path.join(sdir, "done.json"), "w") as f:
     json.dump(done, f, indent=1)
-  log(f"[import_teacher] {torch_path} -> {sdir} ({t.model}, {classes} classes); the training "
-      "command now skips the teacher stage")
+  log(
+    f"[import_teacher] {torch_path} -> {sdir} ({t.model}, {classes} classes); the training "
+    "command now skips the teacher stage"
+  )
   return done
 
 
@@ -92,11 +95,15 @@ def main(argv=None):
   p.add_argument("--config", required=True, help="configs/FILE.py[:ARG] of the training run")
   p.add_argument("--workdir", required=True)
   p.add_argument("--arch", default="", help="key naming of the file (default: teacher.model)")
-  p.add_argument("--host_devices", type=int, default=hostdevices.DEFAULT_HOST_DEVICES)
+  p.add_argument(
+    cpu_devices.FLAG,
+    type=int,
+    default=cpu_devices.DEFAULT_HOST_DEVICES,
+    help="CPU host devices (read before JAX starts)",
+  )
   a = p.parse_args(argv)
-  hostdevices.configure(a.host_devices)
   try:
-    import_teacher(a.torch, load_config(a.config), a.workdir, arch=a.arch)
+    import_teacher(a.torch, config_lib.load(a.config), a.workdir, arch=a.arch)
   except (ValueError, FileNotFoundError, FileExistsError) as e:
     sys.exit(f"import_teacher: {e}")
 

@@ -21,14 +21,17 @@ class Writer:
     self.tb = None
     if self.active:
       os.makedirs(logdir, exist_ok=True)
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      # Deferred: tensorboardX is loaded only by the process that writes logs.
+      from tensorboardX import SummaryWriter  # noqa: PLC0415
+
       self.tb = SummaryWriter(os.path.join(logdir, "tb"), flush_secs=10)
 
   def write(self, step: int, scalars: dict) -> None:
     if not self.active:
       return
-    clean = {k: (float(v) if math.isfinite(float(v)) else str(float(v)))
-             for k, v in scalars.items()}
+    clean = {
+      k: (float(v) if math.isfinite(float(v)) else str(float(v))) for k, v in scalars.items()
+    }
     with open(self.path, "a") as f:
       f.write(json.dumps({"step": int(step), **clean}) + "\n")
     for k, v in scalars.items():

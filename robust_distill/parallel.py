@@ -10,8 +10,9 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
 
-def initialize_distributed(enabled: bool, coordinator: str = "", num_processes: int = 0,
-                           process_id: int = -1) -> None:
+def initialize_distributed(
+  enabled: bool, coordinator: str = "", num_processes: int = 0, process_id: int = -1
+) -> None:
   """Calls ``jax.distributed.initialize`` when ``enabled`` (arguments left empty are taken
   from the environment: TPU pods, SLURM, or JAX_COORDINATOR_ADDRESS etc.)."""
   if not enabled:
@@ -57,8 +58,10 @@ def local_batch_size(global_batch: int, mesh: Mesh) -> int:
   """This process's share of a global batch; checks divisibility by the mesh size."""
   n = mesh.devices.size
   if global_batch % n:
-    raise ValueError(f"global batch size {global_batch} is not divisible by the {n} devices "
-                     "of the mesh; change the batch size or --config.host_devices")
+    raise ValueError(
+      f"global batch size {global_batch} is not divisible by the {n} devices "
+      "of the mesh; change the batch size or --config.host_devices"
+    )
   return global_batch // jax.process_count()
 
 
@@ -69,14 +72,19 @@ def host_rows(mesh: Mesh, global_batch: int) -> slice:
   local_batch_size(global_batch, mesh)
   if jax.process_count() == 1:
     return slice(0, global_batch)
-  spans = sorted({(ix[0].start or 0, global_batch if ix[0].stop is None else ix[0].stop)
-                  for ix in batch_sharding(mesh).addressable_devices_indices_map(
-                      (global_batch,)).values()})
+  spans = sorted(
+    {
+      (ix[0].start or 0, global_batch if ix[0].stop is None else ix[0].stop)
+      for ix in batch_sharding(mesh).addressable_devices_indices_map((global_batch,)).values()
+    }
+  )
   lo, hi = spans[0]
   for a, b in spans[1:]:
     if a != hi:
-      raise ValueError(f"process {jax.process_index()} holds non-contiguous rows {spans} of the "
-                       "global batch; build the mesh with devices grouped by process")
+      raise ValueError(
+        f"process {jax.process_index()} holds non-contiguous rows {spans} of the "
+        "global batch; build the mesh with devices grouped by process"
+      )
     hi = b
   return slice(lo, hi)
 
@@ -89,6 +97,7 @@ def shard_batch(local: dict, mesh: Mesh) -> dict:
   """Host-local numpy batch -> global ``jax.Array`` batch sharded over ``data`` (entries named
   in ``REPLICATED_KEYS``, identical on every host, are replicated instead)."""
   sh, repl = batch_sharding(mesh), replicated(mesh)
-  return {k: jax.make_array_from_process_local_data(repl if k in REPLICATED_KEYS else sh,
-                                                    np.asarray(v))
-          for k, v in local.items()}
+  return {
+    k: jax.make_array_from_process_local_data(repl if k in REPLICATED_KEYS else sh, np.asarray(v))
+    for k, v in local.items()
+  }

@@ -34,8 +34,18 @@ def _chunk(out_dir: str, i: int, host: int) -> str:
   return os.path.join(out_dir, f"chunk_{i:06d}_p{host:03d}.npz")
 
 
-def precompute(apply, params, stats, data, out_dir: str, mesh, *, batch_size: int,
-               flip_aware: bool = False, log=print) -> None:
+def precompute(
+  apply,
+  params,
+  stats,
+  data,
+  out_dir: str,
+  mesh,
+  *,
+  batch_size: int,
+  flip_aware: bool = False,
+  log=print,
+) -> None:
   """Writes ``out_dir/chunk_*.npz`` files and ``out_dir/done.json`` (idempotent)."""
   done = os.path.join(out_dir, "done.json")
   if os.path.exists(done):
@@ -57,8 +67,11 @@ def precompute(apply, params, stats, data, out_dir: str, mesh, *, batch_size: in
   host, hosts = jax.process_index(), jax.process_count()
   n = pipeline.split_size(data)
   nb, t0, computed = -(-n // batch_size), time.perf_counter(), 0
-  for i, b in enumerate(pipeline.eval_batches(data, batch_size=batch_size,
-                                              host_rows=parallel.host_rows(mesh, batch_size))):
+  for i, b in enumerate(
+    pipeline.eval_batches(
+      data, batch_size=batch_size, host_rows=parallel.host_rows(mesh, batch_size)
+    )
+  ):
     path = _chunk(out_dir, i, host)
     if os.path.exists(path):
       continue
@@ -87,14 +100,18 @@ def load(out_dir: str) -> tuple[np.ndarray, np.ndarray]:
   """Returns ``(logits, ids)`` from a finished precompute (the chunks of every host)."""
   done = os.path.join(out_dir, "done.json")
   if not os.path.exists(done):
-    raise FileNotFoundError(f"no finished teacher-logit precompute in {out_dir}; run the "
-                            "'precompute' stage first (--config.stages=precompute,...)")
+    raise FileNotFoundError(
+      f"no finished teacher-logit precompute in {out_dir}; run the "
+      "'precompute' stage first (--config.stages=precompute,...)"
+    )
   with open(done) as f:
     n = json.load(f)["n"]
   parts = [np.load(f) for f in sorted(glob.glob(os.path.join(out_dir, "chunk_*.npz")))]
   logits = np.concatenate([p["logits"] for p in parts])
   ids = np.concatenate([p["ids"] for p in parts])
   if len(ids) != n or len(np.unique(ids)) != n:
-    raise ValueError(f"{out_dir}: the chunks hold {len(ids)} rows ({len(np.unique(ids))} "
-                     f"distinct ids) for {n} examples; delete the folder and precompute again")
+    raise ValueError(
+      f"{out_dir}: the chunks hold {len(ids)} rows ({len(np.unique(ids))} "
+      f"distinct ids) for {n} examples; delete the folder and precompute again"
+    )
   return logits, ids

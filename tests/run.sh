@@ -4,5 +4,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 bash launch/setup.sh test
+# The formatter and the linter first: zero findings, or CI fails here.
+.venv/bin/ruff format --check --quiet .
+.venv/bin/ruff check --quiet .
 # Two workers: compilation is single-threaded, so two test processes keep both cores busy.
 exec .venv/bin/python -m pytest -q -n 2 --durations=15 tests "$@"

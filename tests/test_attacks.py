@@ -37,8 +37,22 @@ def test_pgd_in_ball_and_raises_objective(net, norm, eps, step, objective, init)
   else:
     target = y
   fn = m if objective != "kl_models" else (lambda xa: (m(xa), 2.0 * m(xa)))
-  x_adv = attacks.pgd(fn, x, target, eps=eps, step_size=step, steps=10, objective=objective,
-                      norm=norm, init=init, rng=jax.random.key(3))
+  x_adv, robust = attacks.pgd(
+    fn,
+    x,
+    target,
+    eps=eps,
+    step_size=step,
+    steps=10,
+    objective=objective,
+    norm=norm,
+    init=init,
+    rng=jax.random.key(3),
+  )
+  if objective in ("ce", "cw"):  # labelled objectives report robustness at x_adv
+    np.testing.assert_array_equal(np.asarray(robust), np.asarray(jnp.argmax(m(x_adv), -1) == y))
+  else:
+    assert robust is None
   d = (x_adv - x).reshape(x.shape[0], -1)
   if norm == "linf":
     assert float(jnp.max(jnp.abs(d))) <= eps + 1e-6
@@ -53,15 +67,15 @@ def test_pgd_in_ball_and_raises_objective(net, norm, eps, step, objective, init)
 
 def test_zero_steps_returns_clean_when_no_init(net):
   m, x, y = net
-  out = attacks.pgd(m, x, y, eps=0.1, step_size=0.01, steps=0, init="none")
+  out, _ = attacks.pgd(m, x, y, eps=0.1, step_size=0.01, steps=0, init="none")
   np.testing.assert_array_equal(np.asarray(out), np.asarray(x))
 
 
 def test_rolled_and_unrolled_loops_agree(net):
   m, x, y = net
   kw = dict(eps=0.1, step_size=0.02, steps=4, rng=jax.random.key(0))
-  a = jax.jit(lambda x: attacks.pgd(m, x, y, unroll=1, **kw))(x)
-  b = jax.jit(lambda x: attacks.pgd(m, x, y, unroll=4, **kw))(x)
+  a = jax.jit(lambda x: attacks.pgd(m, x, y, unroll=1, **kw)[0])(x)
+  b = jax.jit(lambda x: attacks.pgd(m, x, y, unroll=4, **kw)[0])(x)
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
   assert attacks.default_unroll(7) == 7  # CPU: unrolled
 

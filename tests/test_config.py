@@ -6,12 +6,15 @@ import sys
 
 import pytest
 
-from robust_distill import config as C
+from robust_distill import config as C, main
+from robust_distill.train import resume
 
 from conftest import ROOT, smoke_config
 
 
-@pytest.mark.parametrize("key,value,match", [
+@pytest.mark.parametrize(
+  "key,value,match",
+  [
     ("student.model", "resnet1000", "valid models"),
     ("dataset", "imagenet22k", "valid datasets"),
     ("student.attack.objective", "fgsm_magic", "valid"),
@@ -19,7 +22,8 @@ from conftest import ROOT, smoke_config
     ("student.attack.bn_mode", "sometimes", "eval"),
     ("stages", "teacher,dance", "valid stages"),
     ("data.augment", "mixup", "valid"),
-])
+  ],
+)
 def test_unknown_names_rejected(key, value, match):
   with pytest.raises(ValueError, match=match):
     C.validate(smoke_config(**{key: value}))
@@ -54,9 +58,19 @@ def test_kl_models_needs_online_teacher():
 
 def test_cli_rejects_bad_value_before_compute(tmp_path):
   r = subprocess.run(
-      [sys.executable, "-m", "robust_distill.main", "--config=configs/fmnist_ltd.py:smoke",
-       f"--workdir={tmp_path}/w", "--config.student.model=resnet1000"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "robust_distill.main",
+      "--config=configs/fmnist_ltd.py:smoke",
+      f"--workdir={tmp_path}/w",
+      "--config.student.model=resnet1000",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert r.returncode != 0
   assert "valid models" in r.stderr and "small_cnn" in r.stderr
   assert not os.path.exists(tmp_path / "w")
@@ -64,32 +78,41 @@ def test_cli_rejects_bad_value_before_compute(tmp_path):
 
 def test_cli_rejects_unknown_config_key(tmp_path):
   r = subprocess.run(
-      [sys.executable, "-m", "robust_distill.main", "--config=configs/fmnist_ltd.py:smoke",
-       f"--workdir={tmp_path}/w", "--config.student.optim.lrr=0.1"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "robust_distill.main",
+      "--config=configs/fmnist_ltd.py:smoke",
+      f"--workdir={tmp_path}/w",
+      "--config.student.optim.lrr=0.1",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert r.returncode != 0 and "lrr" in r.stderr
 
 
 def test_resume_refuses_other_settings(tmp_path):
-  from robust_distill.train import loop  # pylint: disable=import-outside-toplevel
   sdir = tmp_path / "student"
   sdir.mkdir()
   (sdir / "config.json").write_text(smoke_config().to_json())
-  loop.check_resumable(smoke_config(), "student", str(sdir))  # same settings: fine
-  loop.check_resumable(smoke_config(**{"student.val_every_epochs": 7.0}), "student", str(sdir))
-  loop.check_resumable(smoke_config(**{"teacher.optim.lr": 0.5}), "student", str(sdir))
+  resume.check_resumable(smoke_config(), "student", str(sdir))  # same settings: fine
+  resume.check_resumable(smoke_config(**{"student.val_every_epochs": 7.0}), "student", str(sdir))
+  resume.check_resumable(smoke_config(**{"teacher.optim.lr": 0.5}), "student", str(sdir))
   changed = smoke_config(**{"student.optim.lr": 0.5, "student.batch_size": 48})
-  with pytest.raises(loop.ConfigMismatch, match=r"student.optim.lr: stored .*, now 0.5"):
-    loop.check_resumable(changed, "student", str(sdir))
-  with pytest.raises(loop.ConfigMismatch, match="student.batch_size"):
-    loop.check_resumable(changed, "student", str(sdir))
+  with pytest.raises(resume.ConfigMismatch, match=r"student.optim.lr: stored .*, now 0.5"):
+    resume.check_resumable(changed, "student", str(sdir))
+  with pytest.raises(resume.ConfigMismatch, match="student.batch_size"):
+    resume.check_resumable(changed, "student", str(sdir))
   with changed.unlocked():
     changed.checkpoint.allow_config_change = True
-  loop.check_resumable(changed, "student", str(sdir))
+  resume.check_resumable(changed, "student", str(sdir))
 
 
 def test_default_workdir():
-  from robust_distill import main  # pylint: disable=import-outside-toplevel
   assert main.default_workdir("configs/imagenet_ltd.py", 0) == os.path.join("runs", "imagenet_ltd")
-  assert main.default_workdir("configs/cifar10.py:ltd_trades", 2) == os.path.join(
-      "runs", "cifar10_ltd_trades_steps2")
+  assert main.default_workdir("configs/ltd_trades.py:cifar10", 2) == os.path.join(
+    "runs", "ltd_trades_cifar10_steps2"
+  )

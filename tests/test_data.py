@@ -9,12 +9,20 @@ import pytest
 import tensorflow_datasets as tfds
 
 from robust_distill.data import fashion_mnist, pipeline
+import io
+import zipfile
+from PIL import Image
 
 
 def _write_idx(d, prefix, images, labels):
   with gzip.open(os.path.join(d, f"{prefix}-images-idx3-ubyte.gz"), "wb") as f:
-    f.write((2051).to_bytes(4, "big") + len(images).to_bytes(4, "big") + (28).to_bytes(4, "big")
-            + (28).to_bytes(4, "big") + images.tobytes())
+    f.write(
+      (2051).to_bytes(4, "big")
+      + len(images).to_bytes(4, "big")
+      + (28).to_bytes(4, "big")
+      + (28).to_bytes(4, "big")
+      + images.tobytes()
+    )
   with gzip.open(os.path.join(d, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as f:
     f.write((2049).to_bytes(4, "big") + len(labels).to_bytes(4, "big") + labels.tobytes())
 
@@ -23,20 +31,31 @@ def test_fashion_mnist_builder_from_manual_dir(tmp_path):
   manual = tmp_path / "manual"
   manual.mkdir()
   rng = np.random.default_rng(0)
-  tr_x, tr_y = rng.integers(0, 255, (30, 28, 28), dtype=np.uint8), rng.integers(0, 10, 30,
-                                                                                 dtype=np.uint8)
-  te_x, te_y = rng.integers(0, 255, (12, 28, 28), dtype=np.uint8), rng.integers(0, 10, 12,
-                                                                                dtype=np.uint8)
+  tr_x, tr_y = (
+    rng.integers(0, 255, (30, 28, 28), dtype=np.uint8),
+    rng.integers(0, 10, 30, dtype=np.uint8),
+  )
+  te_x, te_y = (
+    rng.integers(0, 255, (12, 28, 28), dtype=np.uint8),
+    rng.integers(0, 10, 12, dtype=np.uint8),
+  )
   _write_idx(manual, "train", tr_x, tr_y)
   _write_idx(manual, "t10k", te_x, te_y)
-  data = pipeline.load_split("fashion_mnist", "train", data_dir=str(tmp_path / "tfds"),
-                             manual_dir=str(manual))
+  data = pipeline.load_split(
+    "fashion_mnist", "train", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual)
+  )
   assert data["image"].shape == (30, 28, 28, 1) and data["image"].dtype == np.uint8
   order = np.argsort(data["id"])  # array_record order is shuffled: join by id
   np.testing.assert_array_equal(data["image"][order][..., 0], tr_x)
   np.testing.assert_array_equal(data["label"][order], tr_y)
-  assert len(pipeline.load_split("fashion_mnist", "test", data_dir=str(tmp_path / "tfds"),
-                                 manual_dir=str(manual))["label"]) == 12
+  assert (
+    len(
+      pipeline.load_split(
+        "fashion_mnist", "test", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual)
+      )["label"]
+    )
+    == 12
+  )
   assert (tmp_path / "tfds" / "fashion_mnist_idx" / "1.0.0").exists()
 
 
@@ -44,8 +63,9 @@ def test_missing_data_error_says_how_to_get_it(tmp_path, monkeypatch):
   monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", str(tmp_path / "nothing"))
   monkeypatch.setattr(fashion_mnist, "MIRROR_URL", "http://127.0.0.1:9/")
   with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
-    pipeline.load_split("fashion_mnist", "train", data_dir=str(tmp_path / "tfds"),
-                        manual_dir=str(tmp_path / "empty"))
+    pipeline.load_split(
+      "fashion_mnist", "train", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "empty")
+    )
 
 
 def test_bad_idx_file_is_rejected(tmp_path):
@@ -101,24 +121,42 @@ def test_teacher_logits_joined_by_id():
   data["id"] = data["id"][::-1] * 3  # ids unrelated to positions
   ids = np.sort(data["id"])
   logits = np.stack([ids, -ids], 1).astype(np.float32)
-  it = pipeline.train_iterator(data, np.arange(50), global_batch=10, seed=0,
-                               teacher_logits=logits, teacher_ids=ids)
+  it = pipeline.train_iterator(
+    data, np.arange(50), global_batch=10, seed=0, teacher_logits=logits, teacher_ids=ids
+  )
   b = next(it)
   np.testing.assert_array_equal(b["teacher_logits"][:, 0], b["id"])
   flip_logits = np.stack([logits, logits + 1000], 1)
-  it = pipeline.train_iterator(data, np.arange(50), global_batch=10, seed=0, augment="flip",
-                               teacher_logits=flip_logits, teacher_ids=ids)
+  it = pipeline.train_iterator(
+    data,
+    np.arange(50),
+    global_batch=10,
+    seed=0,
+    augment="flip",
+    teacher_logits=flip_logits,
+    teacher_ids=ids,
+  )
   b = next(it)
   assert set(np.unique(b["teacher_logits"][:, 0] - b["id"])).issubset({0.0, 1000.0})
   # On one of 2 hosts: its 5 rows, the same view (flip) of each as on a single host.
-  h1 = next(pipeline.train_iterator(data, np.arange(50), global_batch=10, seed=0, augment="flip",
-                                    teacher_logits=flip_logits, teacher_ids=ids,
-                                    host_rows=slice(5, 10)))
+  h1 = next(
+    pipeline.train_iterator(
+      data,
+      np.arange(50),
+      global_batch=10,
+      seed=0,
+      augment="flip",
+      teacher_logits=flip_logits,
+      teacher_ids=ids,
+      host_rows=slice(5, 10),
+    )
+  )
   np.testing.assert_array_equal(h1["teacher_logits"], b["teacher_logits"][5:])
   np.testing.assert_array_equal(h1["image"], b["image"][5:])
   with pytest.raises(ValueError, match="miss"):
-    pipeline.train_iterator(data, np.arange(50), global_batch=10, seed=0,
-                            teacher_logits=logits[:10], teacher_ids=ids[:10])
+    pipeline.train_iterator(
+      data, np.arange(50), global_batch=10, seed=0, teacher_logits=logits[:10], teacher_ids=ids[:10]
+    )
 
 
 def test_cifar100_on_mock_data():
@@ -160,9 +198,6 @@ def test_random_resized_crop_and_center_crop_shapes():
 
 def test_tiny_imagenet_builder_reads_the_official_zip(tmp_path):
   """The builder on a fabricated tiny-imagenet-200.zip with the official layout."""
-  import io  # pylint: disable=import-outside-toplevel
-  import zipfile  # pylint: disable=import-outside-toplevel
-  from PIL import Image  # pylint: disable=import-outside-toplevel
   wnids = ["n02", "n01"]
 
   def jpeg(v):
@@ -179,8 +214,10 @@ def test_tiny_imagenet_builder_reads_the_official_zip(tmp_path):
         z.writestr(f"tiny-imagenet-200/train/{w}/images/{w}_{i}.JPEG", jpeg(v))
     z.writestr("tiny-imagenet-200/val/images/val_0.JPEG", jpeg(200))
     z.writestr("tiny-imagenet-200/val/images/val_1.JPEG", jpeg(10))
-    z.writestr("tiny-imagenet-200/val/val_annotations.txt",
-               "val_0.JPEG\tn02\t0\t0\t63\t63\nval_1.JPEG\tn01\t0\t0\t63\t63\n")
+    z.writestr(
+      "tiny-imagenet-200/val/val_annotations.txt",
+      "val_0.JPEG\tn02\t0\t0\t63\t63\nval_1.JPEG\tn01\t0\t0\t63\t63\n",
+    )
   kw = dict(data_dir=str(tmp_path / "tfds"), manual_dir=str(manual))
   train = pipeline.load_split("tiny_imagenet", "train", **kw)
   test = pipeline.load_split("tiny_imagenet", "test", **kw)
@@ -190,3 +227,21 @@ def test_tiny_imagenet_builder_reads_the_official_zip(tmp_path):
   bright = train["image"].reshape(6, -1).mean(1) > 100
   np.testing.assert_array_equal(bright, train["label"] == 1)
   np.testing.assert_array_equal(test["label"][np.argsort(test["id"])], [1, 0])  # val_0: n02
+
+
+def test_class_pool_in_the_input_pipeline():
+  data = pipeline.mock_split("train", n=200)
+  idx = np.arange(150)
+  kw = dict(global_batch=16, seed=3, class_pool=4, num_classes=10)
+  b0 = next(pipeline.train_iterator(data, idx, **kw))
+  assert b0["pool_image"].shape == (10, 4, 28, 28, 1)
+  # Every pool image is a training image (of idx) of its class.
+  flat = data["image"][idx].reshape(150, -1)
+  for c in range(10):
+    for k in range(4):
+      rows = np.flatnonzero((flat == b0["pool_image"][c, k].reshape(-1)).all(-1))
+      assert rows.size and (data["label"][idx][rows] == c).all()
+  # Identical on every host, while the examples are split between hosts.
+  b1 = next(pipeline.train_iterator(data, idx, host_rows=slice(8, 16), **kw))
+  np.testing.assert_array_equal(b0["pool_image"], b1["pool_image"])
+  assert b1["image"].shape[0] == 8

@@ -9,12 +9,18 @@ import sys
 import pytest
 
 from conftest import ROOT, smoke_config
+from robust_distill.train import loop
+from robust_distill import apidoc
 
 
 def test_optax_example_trains_with_library_losses_and_attacks():
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "optax_loop.py"),
-                        "--steps=60", "--eval_n=64"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
+  out = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "examples", "optax_loop.py"), "--steps=60", "--eval_n=64"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   res = json.loads(out.stdout.strip().splitlines()[-1])
   assert res["after"]["clean"] > res["before"]["clean"] + 0.3
@@ -24,27 +30,32 @@ def test_optax_example_trains_with_library_losses_and_attacks():
 def test_notebook_runs_headless_on_a_tiny_checkpoint(tmp_path):
   nbformat = pytest.importorskip("nbformat")
   nbclient = pytest.importorskip("nbclient")
-  from robust_distill.train import loop  # pylint: disable=import-outside-toplevel
   wd = str(tmp_path / "run")
   loop.run(smoke_config(stages="teacher", steps=4), wd)
   nb = nbformat.read(os.path.join(ROOT, "examples", "evaluate_checkpoint.ipynb"), as_version=4)
   os.environ["ROBUST_DISTILL_WORKDIR"] = wd
   os.environ["ROBUST_DISTILL_EVAL_N"] = "64"
   try:
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": ROOT}}).execute()
+    nbclient.NotebookClient(
+      nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": ROOT}}
+    ).execute()
   finally:
     os.environ.pop("ROBUST_DISTILL_WORKDIR")
     os.environ.pop("ROBUST_DISTILL_EVAL_N")
-  text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                 for o in c.get("outputs", []))
+  text = "".join(
+    o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+  )
   assert "clean accuracy" in text and "PGD-20 accuracy" in text and "APGD-CE + APGD-T" in text
-  images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-            if "image/png" in o.get("data", {})]
+  images = [
+    o
+    for c in nb.cells
+    if c.cell_type == "code"
+    for o in c.get("outputs", [])
+    if "image/png" in o.get("data", {})
+  ]
   assert len(images) == 3  # training curves, logit histograms, adversarial examples
 
 
 def test_api_reference_is_current():
-  from robust_distill import apidoc  # pylint: disable=import-outside-toplevel
   with open(os.path.join(ROOT, "docs", "api.md")) as f:
     assert f.read() == apidoc.render(), "docs/api.md is stale: python -m robust_distill.apidoc"

@@ -2,7 +2,7 @@
 
 import jax.numpy as jnp
 
-from robust_distill import honesty
+from robust_distill.eval import honesty
 
 
 def test_gradient_check_counts_only_correctly_classified_points():

@@ -3,14 +3,14 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from robust_distill import config as C
-from robust_distill.losses import core
-from robust_distill.train import step as step_lib
+from robust_distill import config as C, losses
+from robust_distill.losses import core, terms
 
-S = np.array([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 3.0]], np.float32)      # student clean
-A = np.array([[0.5, 1.5, -0.5, 0.2], [1.0, -0.2, 0.3, 1.1]], np.float32)      # student adv
-T = np.array([[3.0, 1.0, -2.0, 0.0], [0.0, 0.0, 1.0, 2.0]], np.float32)       # teacher
+S = np.array([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 3.0]], np.float32)  # student clean
+A = np.array([[0.5, 1.5, -0.5, 0.2], [1.0, -0.2, 0.3, 1.1]], np.float32)  # student adv
+T = np.array([[3.0, 1.0, -2.0, 0.0], [0.0, 0.0, 1.0, 2.0]], np.float32)  # teacher
 Y = np.array([0, 3])
 
 
@@ -68,17 +68,19 @@ def test_reductions():
 
 
 def _total(loss_cfg, s, a, t):
-  ctx = step_lib.Context(apply=None, params=None, stats=None, x=None, x_adv=None,
-                         y=jnp.asarray(Y), teacher_logits=jnp.asarray(t), cfg=loss_cfg)
-  ctx._cache.update(clean=jnp.asarray(s), adv=jnp.asarray(a))  # pylint: disable=protected-access
-  terms = step_lib.active_terms(loss_cfg)
-  return sum(w * float(jnp.mean(step_lib.LOSS_TERMS[k](ctx))) for k, w in terms.items())
+  fw = terms.Forwards(
+    labels=jnp.asarray(Y),
+    student={"clean": jnp.asarray(s), "adv": jnp.asarray(a)},
+    teacher={} if t is None else {"clean": jnp.asarray(t)},
+  )
+  return float(terms.total_loss(loss_cfg, fw)[0])
 
 
 def test_trades_total_loss():
   cfg = C.stage(loss=dict(ce_clean=1.0, trades_kl=6.0)).loss
   want = np.mean(-np.log(np_softmax(S)[np.arange(2), Y])) + 6.0 * np.mean(
-      np_kl(np_softmax(S), np_softmax(A)))
+    np_kl(np_softmax(S), np_softmax(A))
+  )
   np.testing.assert_allclose(_total(cfg, S, A, T), want, rtol=1e-5)
 
 
@@ -89,29 +91,34 @@ def test_ltd_total_loss():
   cfg = C.stage(loss=dict(kd_clean=1.0, trades_kl=6.0, kd_teacher_temperature=tau_t)).loss
   s, a = S / tau_s, A / tau_s
   want = np.mean(np_kl(np_softmax(T / tau_t), np_softmax(s))) + 6.0 * np.mean(
-      np_kl(np_softmax(s), np_softmax(a)))
+    np_kl(np_softmax(s), np_softmax(a))
+  )
   np.testing.assert_allclose(_total(cfg, s, a, T), want, rtol=1e-5)
 
 
 def test_zero_weight_terms_are_not_traced():
   cfg = C.stage(loss=dict(ce_adv=1.0, kd_clean=0.0)).loss
-  assert step_lib.active_terms(cfg) == {"ce_adv": 1.0}
-  # A context without teacher logits works because kd terms are never called.
-  ctx = step_lib.Context(None, None, None, None, None, jnp.asarray(Y), None, cfg)
-  ctx._cache["adv"] = jnp.asarray(A)  # pylint: disable=protected-access
-  assert np.isfinite(_total(cfg, S, A, T))
+  assert terms.active_terms(cfg) == {"ce_adv": 1.0}
+  # No teacher logits at all: the zero-weight KD term is never evaluated ...
+  assert np.isfinite(_total(cfg, S, A, None))
+  # ... while a KD term with a weight does read them and fails without them.
+  with pytest.raises(ValueError, match="teacher"):
+    _total(C.stage(loss=dict(ce_adv=1.0, kd_clean=0.5)).loss, S, A, None)
+  # And the train step's forward plan follows the weights: no student clean forward for PGD-AT.
+  assert terms.student_inputs(cfg) == ["adv"]
+  assert terms.student_inputs(C.stage(loss=dict(kd_clean=1.0, trades_kl=6.0)).loss) == [
+    "clean",
+    "adv",
+  ]
 
 
 # --- Terms for the methods issue, checked against NumPy transcriptions of the official code.
-
-from robust_distill import losses  # pylint: disable=wrong-import-position
 
 
 def test_mart_terms():
   p_adv, p_nat = np_softmax(A), np_softmax(S)
   other = np.array([np.argmax(np.where(np.arange(4) == Y[i], -1, p_adv[i])) for i in range(2)])
-  want_bce = (-np.log(p_adv[np.arange(2), Y]) - np.log(1.0001 - p_adv[np.arange(2), other]
-                                                       + 1e-12))
+  want_bce = -np.log(p_adv[np.arange(2), Y]) - np.log(1.0001 - p_adv[np.arange(2), other] + 1e-12)
   np.testing.assert_allclose(losses.mart_boosted_ce(A, Y), want_bce, rtol=1e-5)
   kl = np.sum(p_nat * (np.log(p_nat) - np.log(p_adv + 1e-12)), -1)
   want_kl = kl * (1.0000001 - p_nat[np.arange(2), Y])
@@ -126,8 +133,7 @@ def test_attention_transfer():
     s = f.sum(-1).reshape(2, -1)
     return (s - s.min(1, keepdims=True)) / (s.max(1, keepdims=True) - s.min(1, keepdims=True))
 
-  np.testing.assert_allclose(losses.attention_map(jnp.asarray(fs)), am(fs), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(losses.attention_map(jnp.asarray(fs)), am(fs), rtol=1e-5, atol=1e-6)
   want = np.abs(am(fs) - am(ft)).mean(-1)
   np.testing.assert_allclose(losses.attention_transfer(fs, ft), want, rtol=1e-5)
 
@@ -136,14 +142,17 @@ def test_bml_triplet():
   a = np.array([[1.0, 0.0], [0.0, 2.0]])
   p = np.array([[1.0, 1.0], [0.0, 1.0]])
   n = np.array([[0.0, 1.0], [1.0, 1.0]])
-  d = lambda u, v: 1 - np.abs((u * v).sum(-1)) / (np.linalg.norm(u, axis=-1)
-                                                  * np.linalg.norm(v, axis=-1))
+  d = lambda u, v: (
+    1 - np.abs((u * v).sum(-1)) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
+  )
   want = np.maximum(0, 0.03 + d(a, p) - d(a, n)) + 0.001 * (
-      (a**2).mean(-1) + (p**2).mean(-1) + (n**2).mean(-1))
+    (a**2).mean(-1) + (p**2).mean(-1) + (n**2).mean(-1)
+  )
   np.testing.assert_allclose(losses.bml_triplet(a, p, n), want, rtol=1e-5)
   # Row 0: D(a,p) = 1 - 1/sqrt(2), D(a,n) = 1, so the hinge is 0 and only the L2 term is left.
-  np.testing.assert_allclose(float(losses.bml_triplet(a, p, n)[0]),
-                             0.001 * (0.5 + 1.0 + 0.5), rtol=1e-5)
+  np.testing.assert_allclose(
+    float(losses.bml_triplet(a, p, n)[0]), 0.001 * (0.5 + 1.0 + 0.5), rtol=1e-5
+  )
 
 
 def test_dlr_losses_match_formulas():

@@ -22,11 +22,14 @@ def test_reshape_max_pool_matches_reduce_window():
   assert float(g.sum()) == 2 * 4 * 3 * 3  # one unit of gradient per pooled output
 
 
-@pytest.mark.parametrize("name,shape,params,blocks", [
+@pytest.mark.parametrize(
+  "name,shape,params,blocks",
+  [
     ("small_cnn", (2, 28, 28, 1), 312_202, ("block1", "block2")),
     ("resnet18", (2, 32, 32, 3), 11_173_962, ("block1", "block2", "block3", "block4")),
     ("wrn34_10", (2, 32, 32, 3), 46_160_474, ("block1", "block2", "block3")),
-])
+  ],
+)
 def test_models_logits_features_and_size(name, shape, params, blocks):
   kw = {} if name == "small_cnn" else {"in_channels": 3}
   m = models.build(name, **kw)

@@ -22,10 +22,16 @@ from conftest import ROOT
 # bug (a host feeding the wrong rows of the batch gives differences of about 5e-3 after one
 # step). The random start still ties every row of the batch to its position. The evaluation
 # runs its attacks in full on both hosts.
-ARGS = ["-m", "robust_distill.main", "--config=configs/fmnist_ltd.py:smoke",
-        "--config.steps=3", "--config.eval.autoattack=apgd-ce",
-        "--config.teacher.attack.steps=0", "--config.student.attack.steps=0",
-        "--config.checkpoint.every_steps=1"]
+ARGS = [
+  "-m",
+  "robust_distill.main",
+  "--config=configs/fmnist_ltd.py:smoke",
+  "--config.steps=3",
+  "--config.eval.autoattack=apgd-ce",
+  "--config.teacher.attack.steps=0",
+  "--config.student.attack.steps=0",
+  "--config.checkpoint.every_steps=1",
+]
 
 
 def _free_port() -> int:
@@ -42,10 +48,14 @@ def _env(devices: int) -> dict:
 
 
 def _run(workdir, devices, extra=(), timeout=420):
-  return subprocess.Popen([sys.executable, *ARGS, f"--workdir={workdir}",
-                           f"--config.host_devices={devices}", *extra], cwd=ROOT,
-                          env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+  return subprocess.Popen(
+    [sys.executable, *ARGS, f"--workdir={workdir}", f"--host_devices={devices}", *extra],
+    cwd=ROOT,
+    env=_env(devices),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
 
 
 def _wait(procs, timeout=420):
@@ -61,8 +71,11 @@ def _wait(procs, timeout=420):
 def test_two_processes_match_one_process_and_restore_in_one(tmp_path):
   port = _free_port()
   multi = str(tmp_path / "multi")
-  dist = ["--config.distributed=True", f"--config.coordinator=localhost:{port}",
-          "--config.num_processes=2"]
+  dist = [
+    "--config.distributed=True",
+    f"--config.coordinator=localhost:{port}",
+    "--config.num_processes=2",
+  ]
   procs = [_run(multi, 2, dist + [f"--config.process_id={i}"]) for i in range(2)]
   single = str(tmp_path / "single")
   outs = _wait(procs)
@@ -70,8 +83,9 @@ def test_two_processes_match_one_process_and_restore_in_one(tmp_path):
   assert "2 process(es)" in outs[0]
   # Each host wrote its own teacher-logit chunks; together they cover the training split.
   chunks = sorted(os.listdir(os.path.join(multi, "teacher_logits")))
-  assert any(c.endswith("_p000.npz") for c in chunks) and any(c.endswith("_p001.npz")
-                                                                  for c in chunks)
+  assert any(c.endswith("_p000.npz") for c in chunks) and any(
+    c.endswith("_p001.npz") for c in chunks
+  )
   # Parameters after 3 steps: the same as the 1-process, 4-device run up to the order of
   # floating-point sums (measured: at most 6e-8).
   for stage in ("teacher", "student"):

@@ -3,7 +3,6 @@ runs end to end (teacher -> student -> eval) as a 2-step smoke run on synthetic 
 dataset's shape (``--config.dataset=mock --config.steps=2``). The test narrows the networks so
 that the suite stays short; README "Paper-scale configs" gives the full-size commands."""
 
-import importlib.util
 import json
 import os
 
@@ -18,26 +17,40 @@ from conftest import ROOT
 
 
 def _load(name, arg):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  return C.load(os.path.join(ROOT, "configs", f"{name}.py:{arg}"))
 
 
 # (config file, argument, narrower networks for the test: stage -> (model, model_kwargs)).
 CASES = [
-    ("cifar10", "rslad", {"teacher": ("wide_resnet", dict(depth=10, widen=1)),
-                          "student": ("resnet18", dict(width=8))}),
-    ("cifar100", "ltd_awp", {"teacher": ("wide_resnet", dict(depth=10, widen=1)),
-                             "student": ("wide_resnet", dict(depth=10, widen=1))}),
-    ("tiny_imagenet", "dgad", {"teacher": ("preact_resnet18", dict(width=8)),
-                               "student": ("resnet18", dict(width=8))}),
-    ("imagenet_ltd", "", {"teacher": ("resnet50", dict(width=4)),
-                          "student": ("resnet50", dict(width=4))}),
+  (
+    "rslad",
+    "cifar10",
+    {"teacher": ("wide_resnet", dict(depth=10, widen=1)), "student": ("resnet18", dict(width=8))},
+  ),
+  (
+    "ltd_awp",
+    "cifar100",
+    {
+      "teacher": ("wide_resnet", dict(depth=10, widen=1)),
+      "student": ("wide_resnet", dict(depth=10, widen=1)),
+    },
+  ),
+  (
+    "dgad",
+    "tiny_imagenet",
+    {"teacher": ("preact_resnet18", dict(width=8)), "student": ("resnet18", dict(width=8))},
+  ),
+  (
+    "imagenet_ltd",
+    "",
+    {"teacher": ("resnet50", dict(width=4)), "student": ("resnet50", dict(width=4))},
+  ),
 ]
 
 
-@pytest.mark.parametrize("name,arg,narrow", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+  "name,arg,narrow", CASES, ids=[f"{c[0]}:{c[1]}" if c[1] else c[0] for c in CASES]
+)
 def test_paper_config_smoke_run_on_mock_data(tmp_path, name, arg, narrow):
   c = _load(name, arg)
   C.validate(c)  # the full-size config as written

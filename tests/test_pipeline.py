@@ -10,7 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from robust_distill import parallel
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import robust_distill
+from robust_distill import parallel, workdir as workdir_lib
 from robust_distill.train import checkpoint as ckpt_lib
 from robust_distill.train import loop
 
@@ -27,8 +30,7 @@ def _params(workdir, stage="student", which="latest"):
 
 def _leaves(workdir, stage="teacher", which="latest"):
   cfg = smoke_config()
-  data = {"num_classes": 10, "shape": (28, 28, 1)}
-  m = loop.load_stage_model(cfg, stage, workdir, data, parallel.make_mesh(), which=which)
+  m = workdir_lib.load_stage_model(cfg, stage, workdir, parallel.make_mesh(), which=which)
   return [np.asarray(x) for x in jax.tree.leaves(m.params)]
 
 
@@ -46,9 +48,8 @@ def test_pipeline_writes_results_metrics_and_events(full_run):
   assert res["n"] == 512
   with open(os.path.join(wd, "eval.json")) as f:
     assert json.load(f)["pgd_acc"] == res["pgd_acc"]
-  rows = [json.loads(l) for l in open(os.path.join(wd, "student", "metrics.jsonl"))]
+  rows = [json.loads(ln) for ln in open(os.path.join(wd, "student", "metrics.jsonl"))]
   assert any("loss/kd_clean" in r for r in rows) and any("val/pgd_acc" in r for r in rows)
-  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
   acc = EventAccumulator(os.path.join(wd, "student", "tb"))
   acc.Reload()
   assert "loss" in acc.Tags()["scalars"]
@@ -65,15 +66,36 @@ def test_eval_stage_reports_autoattack_with_checks_and_cli_resumes(full_run):
   assert [a["attack"] for a in aa["per_attack"]] == ["apgd-ce", "apgd-t", "fab-t", "square"]
   assert aa["robust_acc"] == res["autoattack_acc"]
   names = {c["name"] for c in aa["checks"]}
-  assert {"deterministic", "gradients", "eps_monotone", "more_iterations",
-          "attacked_is_reported", "perturbation_bounds", "square_vs_whitebox"} <= names
+  assert {
+    "deterministic",
+    "gradients",
+    "eps_monotone",
+    "more_iterations",
+    "attacked_is_reported",
+    "perturbation_bounds",
+    "square_vs_whitebox",
+  } <= names
   # The CLI with the same settings finds every point done and gives the same numbers.
   out = os.path.join(wd, "cli.json")
-  r = subprocess.run([sys.executable, "-m", "robust_distill.evaluate", f"--workdir={wd}",
-                      "--n=64", "--checks=false", f"--out={out}",
-                      "--opt=n_iter=4", "--opt=fab_iter=4", "--opt=n_queries=20",
-                      "--opt=n_target_classes=3"], capture_output=True, text=True, cwd=ROOT,
-                     timeout=300)
+  r = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "robust_distill.eval",
+      f"--workdir={wd}",
+      "--n=64",
+      "--checks=false",
+      f"--out={out}",
+      "--opt=n_iter=4",
+      "--opt=fab_iter=4",
+      "--opt=n_queries=20",
+      "--opt=n_target_classes=3",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-2000:]
   assert "resuming from" in r.stdout and "robust accuracy" in r.stdout
   with open(out) as f:
@@ -83,19 +105,33 @@ def test_eval_stage_reports_autoattack_with_checks_and_cli_resumes(full_run):
 def test_training_cli_eval_stage_runs_autoattack(full_run, tmp_path):
   wd, _ = full_run
   # The training CLI imports the AutoAttack evaluator inside its eval stage: no flag clash.
-  r = subprocess.run([sys.executable, "-m", "robust_distill.main",
-                      "--config=configs/fmnist_ltd.py:smoke", f"--workdir={wd}",
-                      "--config.stages=eval"], capture_output=True, text=True, cwd=ROOT,
-                     timeout=600)
+  r = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "robust_distill.main",
+      "--config=configs/fmnist_ltd.py:smoke",
+      f"--workdir={wd}",
+      "--config.stages=eval",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=600,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert "AutoAttack (standard)" in r.stdout
 
 
 def test_evaluate_cli_rejects_bad_input_before_compute(full_run):
   wd, _ = full_run
-  r = subprocess.run([sys.executable, "-m", "robust_distill.evaluate", f"--workdir={wd}",
-                      "--attacks=apgd-ce,pgd"], capture_output=True, text=True, cwd=ROOT,
-                     timeout=120)
+  r = subprocess.run(
+    [sys.executable, "-m", "robust_distill.eval", f"--workdir={wd}", "--attacks=apgd-ce,pgd"],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=120,
+  )
   assert r.returncode != 0 and "valid" in r.stderr
 
 
@@ -179,11 +215,11 @@ print("LOGITS", np.asarray(m(x)).tolist())
 print("STAGE", m.stage, len(m.history), m.config.student.loss.kd_clean)
 """
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       check=True, timeout=300).stdout
+  out = subprocess.run(
+    [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=300
+  ).stdout
   logits = np.array(json.loads(out.split("LOGITS ")[1].splitlines()[0]))
   assert "STAGE student" in out
-  import robust_distill
   here = robust_distill.restore(wd)
   x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype(np.float32)
   np.testing.assert_allclose(np.asarray(here(x)), logits, rtol=1e-5, atol=1e-5)

@@ -7,6 +7,8 @@ import re
 import subprocess
 
 from conftest import ROOT
+import robust_distill
+from robust_distill import attacks, losses, models
 
 
 def _code_lines(lang: str = "bash|python") -> list[str]:
@@ -22,26 +24,27 @@ def _code_lines(lang: str = "bash|python") -> list[str]:
         continue
       lines.append(pending + line)
       pending = ""
-  return [l.strip() for l in lines if l.strip()]
+  return [ln.strip() for ln in lines if ln.strip()]
 
 
 def test_readme_dry_run_commands_print_the_training_command():
-  dry = [l for l in _code_lines("bash") if "--dry-run" in l or "DRY_RUN=1" in l]
-  launchers = {m for l in dry for m in re.findall(r"launch/(\w+\.(?:sh|sbatch))", l)}
+  dry = [ln for ln in _code_lines("bash") if "--dry-run" in ln or "DRY_RUN=1" in ln]
+  launchers = {m for ln in dry for m in re.findall(r"launch/(\w+\.(?:sh|sbatch))", ln)}
   assert launchers == {"local.sh", "tpu_pod.sh", "slurm.sbatch"}, dry
   for line in dry:
-    out = subprocess.run(["bash", "-c", line], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(["bash", "-c", line], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, (line, out.stderr)
     assert "robust_distill.main" in out.stdout, (line, out.stdout)
 
 
 def test_readme_python_snippets_name_real_functions():
-  import robust_distill  # pylint: disable=import-outside-toplevel
-  from robust_distill import attacks, losses, models  # pylint: disable=import-outside-toplevel
   text = "\n".join(_code_lines())
-  for mod, name in [(robust_distill, "restore"), (models, "from_torch"), (attacks, "pgd"),
-                    (losses, "trades_kl")]:
+  for mod, name in [
+    (robust_distill, "restore"),
+    (models, "from_torch"),
+    (attacks, "pgd"),
+    (losses, "trades_kl"),
+  ]:
     assert f"{name}(" in text, name
     assert callable(getattr(mod, name)), name
   assert "python -m robust_distill.import_teacher" in text

@@ -37,8 +37,9 @@ def test_precompute_resumes_and_joins_by_id(tmp_path):
 def test_flip_aware_precompute_stores_both_views(tmp_path):
   data = pipeline.mock_split("train", n=16)
   out = str(tmp_path / "logits")
-  teacher.precompute(_apply, jnp.float32(1.0), None, data, out, parallel.make_mesh(),
-                     batch_size=16, flip_aware=True)
+  teacher.precompute(
+    _apply, jnp.float32(1.0), None, data, out, parallel.make_mesh(), batch_size=16, flip_aware=True
+  )
   logits, _ = teacher.load(out)
   assert logits.shape == (16, 2, 2)
   x = data["image"].astype(np.float32) / 255

@@ -3,14 +3,20 @@ RobustBench's WideResNet and PreActResNet-18, the usual CIFAR ResNet-18 and torc
 ResNet-50) with random weights and BatchNorm statistics, saved as a state_dict, imported, and
 compared in eval mode; bad files give errors that list the offending keys."""
 
+from flax import nnx
+import jax
 import numpy as np
 import pytest
+
+from robust_distill import config as config_lib, import_teacher, models, restore
+from robust_distill.models import torch_import
+from robust_distill.train import loop
+
+from conftest import ROOT
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
-
-from robust_distill.models import torch_import  # pylint: disable=wrong-import-position
 
 
 class WideBasic(nn.Module):
@@ -36,8 +42,9 @@ class WideBasic(nn.Module):
 class Group(nn.Module):
   def __init__(self, n, cin, cout, stride):
     super().__init__()
-    self.layer = nn.Sequential(*[WideBasic(cin if i == 0 else cout, cout,
-                                           stride if i == 0 else 1) for i in range(n)])
+    self.layer = nn.Sequential(
+      *[WideBasic(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(n)]
+    )
 
   def forward(self, x):
     return self.layer(x)
@@ -70,8 +77,9 @@ class Basic(nn.Module):
     self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
     self.shortcut = nn.Sequential()
     if stride != 1 or cin != cout:
-      self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                    nn.BatchNorm2d(cout))
+      self.shortcut = nn.Sequential(
+        nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+      )
 
   def forward(self, x):
     out = F.relu(self.bn1(self.conv1(x)))
@@ -128,8 +136,9 @@ class Bottleneck(nn.Module):
     self.conv3, self.bn3 = nn.Conv2d(mid, 4 * mid, 1, bias=False), nn.BatchNorm2d(4 * mid)
     self.downsample = None
     if stride != 1 or cin != 4 * mid:
-      self.downsample = nn.Sequential(nn.Conv2d(cin, 4 * mid, 1, stride, bias=False),
-                                      nn.BatchNorm2d(4 * mid))
+      self.downsample = nn.Sequential(
+        nn.Conv2d(cin, 4 * mid, 1, stride, bias=False), nn.BatchNorm2d(4 * mid)
+      )
 
   def forward(self, x):
     out = F.relu(self.bn1(self.conv1(x)))
@@ -148,9 +157,14 @@ class TorchResNet50(nn.Module):
     cin, layers = width, []
     for i, n in enumerate((3, 4, 6, 3)):
       mid = width * 2**i
-      layers.append(nn.Sequential(*[Bottleneck(cin if j == 0 else 4 * mid, mid,
-                                               2 if (j == 0 and i > 0) else 1)
-                                    for j in range(n)]))
+      layers.append(
+        nn.Sequential(
+          *[
+            Bottleneck(cin if j == 0 else 4 * mid, mid, 2 if (j == 0 and i > 0) else 1)
+            for j in range(n)
+          ]
+        )
+      )
       cin = 4 * mid
     self.layer1, self.layer2, self.layer3, self.layer4 = layers
     self.fc = nn.Linear(cin, num_classes)
@@ -177,14 +191,21 @@ def _randomize(model, seed):
   return model.eval()
 
 
-@pytest.mark.parametrize("arch,make,kwargs,size", [
+@pytest.mark.parametrize(
+  "arch,make,kwargs,size",
+  [
     ("wide_resnet", lambda: TorchWRN(depth=16, widen=2), dict(depth=16, widen=2), 32),
     ("resnet18", lambda: TorchResNet18(False), {}, 32),
     ("preact_resnet18", lambda: TorchResNet18(True), {}, 32),
     # torchvision normalises outside the model: no normalisation inside ours either.
-    ("resnet50", lambda: TorchResNet50(width=8), dict(width=8, mean=(0.0,) * 3, std=(1.0,) * 3),
-     64),
-])
+    (
+      "resnet50",
+      lambda: TorchResNet50(width=8),
+      dict(width=8, mean=(0.0,) * 3, std=(1.0,) * 3),
+      64,
+    ),
+  ],
+)
 def test_imported_model_matches_pytorch_in_eval_mode(tmp_path, arch, make, kwargs, size):
   tm = _randomize(make(), seed=0)
   path = str(tmp_path / "teacher.pt")
@@ -199,15 +220,16 @@ def test_imported_model_matches_pytorch_in_eval_mode(tmp_path, arch, make, kwarg
 
 def test_wrn34_keys_follow_robustbench():
   """The WRN-34-10 mapping produces exactly RobustBench's key set (checked on names only)."""
-  from flax import nnx  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  from robust_distill import models  # pylint: disable=import-outside-toplevel
   model = nnx.eval_shape(lambda: models.build("wrn34_10"))
   flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))[0]
-  ours = {torch_import.torch_key("wrn34_10", tuple(getattr(k, "key", k) for k in p))
-          for p, _ in flat}
-  ref = {k for k in TorchWRN(depth=34, widen=2, sub_block1=False).state_dict()
-         if not k.endswith("num_batches_tracked")}
+  ours = {
+    torch_import.torch_key("wrn34_10", tuple(getattr(k, "key", k) for k in p)) for p, _ in flat
+  }
+  ref = {
+    k
+    for k in TorchWRN(depth=34, widen=2, sub_block1=False).state_dict()
+    if not k.endswith("num_batches_tracked")
+  }
   assert ours == ref
 
 
@@ -225,10 +247,12 @@ def test_bad_state_dicts_list_the_offending_keys(tmp_path):
   assert "1 missing keys: layer1.0.conv1.weight" in msg
   assert "1 unexpected keys: layer9.extra.weight" in msg
   assert "mis-shaped keys: linear.weight: file (10, 256), model expects (10, 512)" in msg
+
   # A file that would need pickled code is refused, not executed.
-  class Evil:  # pylint: disable=too-few-public-methods
+  class Evil:
     def __reduce__(self):
       return (print, ("executed",))
+
   torch.save({"x": Evil()}, str(tmp_path / "evil.pt"))
   with pytest.raises(ValueError, match="weights-only"):
     torch_import.from_torch(str(tmp_path / "evil.pt"), "resnet18")
@@ -238,25 +262,23 @@ def test_imported_teacher_is_the_teacher_stage_of_a_distillation_run(tmp_path):
   """python -m robust_distill.import_teacher, then the training command: the teacher stage is
   skipped and the student distils from the imported network (RSLAD's CIFAR-10 config, narrowed
   networks, synthetic CIFAR-shaped data, 2 steps)."""
-  from robust_distill import restore  # pylint: disable=import-outside-toplevel
-  from robust_distill import import_teacher  # pylint: disable=import-outside-toplevel
-  from robust_distill.train import loop  # pylint: disable=import-outside-toplevel
   cfg_file = tmp_path / "rslad_narrow.py"
   cfg_file.write_text(
-      "from robust_distill import methods\n\n\n"
-      "def get_config(arg):\n"
-      "  c = methods.make('cifar10', arg)\n"
-      "  c.teacher.model, c.teacher.model_kwargs = 'wide_resnet', dict(depth=10, widen=1)\n"
-      "  c.student.model_kwargs = dict(width=8)\n"
-      "  c.dataset, c.steps, c.data.mock_examples = 'mock', 2, 64\n"
-      "  return c\n")
+    "import os\n\nfrom robust_distill import config\n\n\n"
+    "def get_config(arg):\n"
+    f"  c = config.load(os.path.join({ROOT!r}, 'configs', arg + '.py:cifar10'))\n"
+    "  c.teacher.model, c.teacher.model_kwargs = 'wide_resnet', dict(depth=10, widen=1)\n"
+    "  c.student.model_kwargs = dict(width=8)\n"
+    "  c.dataset, c.steps, c.data.mock_examples = 'mock', 2, 64\n"
+    "  return c\n"
+  )
   tm = _randomize(TorchWRN(depth=10, widen=1, sub_block1=False), seed=2)
   path = str(tmp_path / "robustbench.pt")
   torch.save({"state_dict": tm.state_dict()}, path)
   wd = str(tmp_path / "run")
   argv = [f"--torch={path}", f"--config={cfg_file}:rslad", f"--workdir={wd}"]
   import_teacher.main(argv)  # the README's command line
-  c = import_teacher.load_config(f"{cfg_file}:rslad")
+  c = config_lib.load(f"{cfg_file}:rslad")
   res = loop.run(c, wd)
   assert "clean_acc" in res
   teacher = restore(wd, stage="teacher")

@@ -6,23 +6,28 @@ import numpy as np
 import pytest
 
 from robust_distill import config as C, models, parallel
-from robust_distill.train import step as step_lib
+from robust_distill.train import optim, step as step_lib
 
 
 def _batch(n=32, shape=(28, 28, 1), seed=0):
   rng = np.random.default_rng(seed)
-  return {"image": rng.integers(0, 255, (n,) + shape, dtype=np.uint8),
-          "label": rng.integers(0, 10, n).astype(np.int32),
-          "teacher_logits": rng.normal(size=(n, 10)).astype(np.float32)}
+  return {
+    "image": rng.integers(0, 255, (n,) + shape, dtype=np.uint8),
+    "label": rng.integers(0, 10, n).astype(np.int32),
+    "teacher_logits": rng.normal(size=(n, 10)).astype(np.float32),
+  }
 
 
 def _run(stage_cfg, model_fn, mesh, batch, steps=2):
-  tx = step_lib.make_optimizer(stage_cfg.optim, 10)
+  tx = optim.make_optimizer(stage_cfg.optim, 10)
   graphdef, state = step_lib.init_state(model_fn(), tx)
   state = parallel.replicate(state, mesh)
   repl = parallel.replicated(mesh)
-  fn = jax.jit(step_lib.make_train_step(stage_cfg, graphdef, tx), donate_argnums=(0,),
-               out_shardings=(repl, repl))
+  fn = jax.jit(
+    step_lib.make_train_step(stage_cfg, graphdef, tx),
+    donate_argnums=(0,),
+    out_shardings=(repl, repl),
+  )
   gb = parallel.shard_batch(batch, mesh)
   for _ in range(steps):
     state, metrics = fn(state, gb, jax.random.key(0), None)
@@ -32,8 +37,11 @@ def _run(stage_cfg, model_fn, mesh, batch, steps=2):
 @pytest.mark.parametrize("loss", [dict(ce_adv=1.0), dict(kd_clean=1.0, trades_kl=6.0)])
 def test_eight_devices_equal_one_device(loss):
   assert jax.device_count() == 8
-  s = C.stage(loss=dict(loss, kd_teacher_temperature=0.5), temperature=2.0,
-              attack_cfg=C.attack(eps=0.1, step_size=0.03, steps=3, objective="kl_self"))
+  s = C.stage(
+    loss=dict(loss, kd_teacher_temperature=0.5),
+    temperature=2.0,
+    attack_cfg=C.attack(eps=0.1, step_size=0.03, steps=3, objective="kl_self"),
+  )
   model_fn = lambda: models.build("small_cnn", width=8, hidden=32)
   batch = _batch()
   s8, m8 = _run(s, model_fn, parallel.make_mesh(8), batch)
@@ -45,10 +53,13 @@ def test_eight_devices_equal_one_device(loss):
 
 
 def test_batchnorm_model_step_updates_running_stats():
-  s = C.stage(model="resnet18", loss=dict(ce_adv=1.0),
-              attack_cfg=C.attack(eps=8 / 255, step_size=2 / 255, steps=1, bn_mode="eval"))
+  s = C.stage(
+    model="resnet18",
+    loss=dict(ce_adv=1.0),
+    attack_cfg=C.attack(eps=8 / 255, step_size=2 / 255, steps=1, bn_mode="eval"),
+  )
   model_fn = lambda: models.build("resnet18", stages=(1, 1), width=8)
-  tx = step_lib.make_optimizer(s.optim, 10)
+  tx = optim.make_optimizer(s.optim, 10)
   _, state0 = step_lib.init_state(model_fn(), tx)
   st, m = _run(s, model_fn, parallel.make_mesh(8), _batch(16, (32, 32, 3)), steps=1)
   before = jax.tree.leaves(state0["stats"])
@@ -58,16 +69,18 @@ def test_batchnorm_model_step_updates_running_stats():
 
 
 def test_online_teacher_kl_models_attack():
-  s = C.stage(loss=dict(kd_adv=1.0),
-              attack_cfg=C.attack(eps=0.1, step_size=0.03, steps=2, objective="kl_models"))
+  s = C.stage(
+    loss=dict(kd_adv=1.0),
+    attack_cfg=C.attack(eps=0.1, step_size=0.03, steps=2, objective="kl_models"),
+  )
   tmodel = models.build("small_cnn", width=8, hidden=32, seed=5)
-  tg, tp, ts = __import__("flax").nnx.split(tmodel, __import__("flax").nnx.Param,
-                                             __import__("flax").nnx.BatchStat)
-  tx = step_lib.make_optimizer(s.optim, 10)
+  tg, tp, ts = __import__("flax").nnx.split(
+    tmodel, __import__("flax").nnx.Param, __import__("flax").nnx.BatchStat
+  )
+  tx = optim.make_optimizer(s.optim, 10)
   graphdef, state = step_lib.init_state(models.build("small_cnn", width=8, hidden=32), tx)
   fn = jax.jit(step_lib.make_train_step(s, graphdef, tx, teacher_graphdef=tg))
   b = _batch()
   b.pop("teacher_logits")
-  state, metrics = fn(state, {k: jnp.asarray(v) for k, v in b.items()}, jax.random.key(0),
-                      (tp, ts))
+  state, metrics = fn(state, {k: jnp.asarray(v) for k, v in b.items()}, jax.random.key(0), (tp, ts))
   assert np.isfinite(float(metrics["loss/kd_adv"]))

@@ -7,31 +7,22 @@ averages, the rank correlation of their per-example confidences, and the example
 disagree most (high confidence in one, low in the other). ``write_report`` saves histograms and
 example grids as PNG and a Markdown report.
 
-``manipulate_nonmax`` changes a teacher's non-max logits while keeping its max logit, for the
-paper's distillation experiments (student trained on clean inputs only, from an adversarially
-trained teacher); the modes are the config values of ``student.loss.kd_teacher_transform``. The
-paper's exact manipulations are not published as code; the set below is [INFERRED] from
-shared/docs/methods.md section 12:
-
-* ``nonmax_shuffle``: permute the non-max logits of each example at random (keeps the value
-  distribution and the confidence approximately, destroys the order of the incorrect classes);
-* ``nonmax_mean``: set every non-max logit to their mean (keeps the max logit and the gap to the
-  mean, removes the incorrect-class information);
-* ``nonmax_template``: keep each example's max logit and class ranking but replace the sorted
-  gaps between the max and the non-max logits by their batch average (removes the sample-wise
-  confidence profile, keeps the ordering).
+The paper's distillation from manipulated non-max logits is a loss option,
+``student.loss.kd_teacher_transform`` (``robust_distill.losses.distill.manipulate_nonmax``).
 
     python -m robust_distill.analysis.logits --standard=runs/std --robust=runs/quickstart \
         --out=results/logit_study [--n=2000]
 """
 
+import argparse
 import os
 
 import jax
-import jax.numpy as jnp
+from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
 import numpy as np
 
-TRANSFORMS = ("none", "nonmax_shuffle", "nonmax_mean", "nonmax_template")
+from robust_distill import workdir as workdir_lib
+from robust_distill.data import pipeline
 
 
 def logit_stats(logits, labels=None) -> dict:
@@ -39,8 +30,7 @@ def logit_stats(logits, labels=None) -> dict:
   z = np.asarray(logits, np.float64)
   srt = np.sort(z, -1)
   e = np.exp(z - srt[:, -1:])
-  out = {"max_logit": srt[:, -1], "gap": srt[:, -1] - srt[:, -2],
-         "confidence": 1.0 / e.sum(-1)}
+  out = {"max_logit": srt[:, -1], "gap": srt[:, -1] - srt[:, -2], "confidence": 1.0 / e.sum(-1)}
   if labels is not None:
     out["correct"] = z.argmax(-1) == np.asarray(labels)
   return out
@@ -61,57 +51,39 @@ def compare(a: dict, b: dict, k: int = 16) -> dict:
   ra, rb = _ranks(a["confidence"]), _ranks(b["confidence"])
   spearman = float(np.corrcoef(ra, rb)[0, 1])
   diff = a["confidence"] - b["confidence"]
-  summary = {name: {f"{q}_{s}": float(f(m[q])) for q in ("max_logit", "gap", "confidence")
-                    for s, f in (("mean", np.mean), ("median", np.median))}
-             for name, m in (("a", a), ("b", b))}
-  return {"spearman_confidence": spearman, "summary": summary,
-          "a_high_b_low": np.argsort(-diff)[:k].tolist(),
-          "b_high_a_low": np.argsort(diff)[:k].tolist()}
+  summary = {
+    name: {
+      f"{q}_{s}": float(f(m[q]))
+      for q in ("max_logit", "gap", "confidence")
+      for s, f in (("mean", np.mean), ("median", np.median))
+    }
+    for name, m in (("a", a), ("b", b))
+  }
+  return {
+    "spearman_confidence": spearman,
+    "summary": summary,
+    "a_high_b_low": np.argsort(-diff)[:k].tolist(),
+    "b_high_a_low": np.argsort(diff)[:k].tolist(),
+  }
 
 
-def manipulate_nonmax(logits: jax.Array, mode: str, key: jax.Array | None = None) -> jax.Array:
-  """Teacher logits with their non-max entries changed by ``mode`` (see the module docstring);
-  the max logit and its class are unchanged. ``nonmax_shuffle`` needs ``key``."""
-  if mode == "none":
-    return logits
-  if mode not in TRANSFORMS:
-    raise ValueError(f"Unknown teacher transform {mode!r}; valid: {list(TRANSFORMS)}")
-  b, c = logits.shape
-  top = jnp.argmax(logits, -1)
-  is_top = jax.nn.one_hot(top, c, dtype=bool)
-  if mode == "nonmax_mean":
-    mean = (jnp.sum(logits, -1) - jnp.max(logits, -1)) / (c - 1)
-    return jnp.where(is_top, logits, mean[:, None])
-  # Positions of the non-max classes of each example, in class order: [B, C-1].
-  order = jnp.argsort(jnp.where(is_top, jnp.inf, jnp.arange(c)[None, :].astype(logits.dtype)), -1)
-  pos = order[:, : c - 1]
-  vals = jnp.take_along_axis(logits, pos, -1)
-  if mode == "nonmax_shuffle":
-    if key is None:
-      raise ValueError("nonmax_shuffle needs a PRNG key")
-    perm = jnp.argsort(jax.random.uniform(key, (b, c - 1)), -1)
-    new_vals = jnp.take_along_axis(vals, perm, -1)
-  else:  # nonmax_template: same ranking, batch-average sorted gaps below the max logit.
-    gaps = jnp.max(logits, -1, keepdims=True) - vals
-    template = jnp.mean(jnp.sort(gaps, -1), 0)
-    rank = jnp.argsort(jnp.argsort(gaps, -1), -1)
-    new_vals = jnp.max(logits, -1, keepdims=True) - template[rank]
-  out = logits
-  rows = jnp.arange(b)[:, None]
-  return out.at[rows, pos].set(new_vals)
-
-
-def write_report(out_dir: str, names: tuple[str, str], stats: tuple[dict, dict], images=None,
-                 labels=None, *, k: int = 16, title: str = "Logit distributions") -> dict:
+def write_report(
+  out_dir: str,
+  names: tuple[str, str],
+  stats: tuple[dict, dict],
+  images=None,
+  labels=None,
+  *,
+  k: int = 16,
+  title: str = "Logit distributions",
+) -> dict:
   """Histograms (PNG), example grids (PNG, when ``images`` are given) and ``report.md``."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   os.makedirs(out_dir, exist_ok=True)
   cmp = compare(stats[0], stats[1], k=k)
   files = []
   for q in ("max_logit", "gap", "confidence"):
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     for name, s in zip(names, stats):
       ax.hist(s[q], bins=50, alpha=0.6, label=name)
     ax.set_xlabel(q.replace("_", " "))
@@ -120,38 +92,49 @@ def write_report(out_dir: str, names: tuple[str, str], stats: tuple[dict, dict],
     fig.tight_layout()
     path = os.path.join(out_dir, f"hist_{q}.png")
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     files.append(os.path.basename(path))
   if images is not None:
-    for key, caption in (("a_high_b_low", f"{names[0]} confident, {names[1]} not"),
-                         ("b_high_a_low", f"{names[1]} confident, {names[0]} not")):
+    for key, caption in (
+      ("a_high_b_low", f"{names[0]} confident, {names[1]} not"),
+      ("b_high_a_low", f"{names[1]} confident, {names[0]} not"),
+    ):
       idx = cmp[key]
       cols = 8
       rows = -(-len(idx) // cols)
-      fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.4))
+      fig = Figure(figsize=(cols * 1.2, rows * 1.4))
+      axes = fig.subplots(rows, cols)
       for ax, i in zip(np.ravel(axes), list(idx) + [None] * (rows * cols - len(idx))):
         ax.axis("off")
         if i is None:
           continue
         img = np.asarray(images[i])
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
-        ax.set_title(f"{stats[0]['confidence'][i]:.2f}/{stats[1]['confidence'][i]:.2f}",
-                     fontsize=7)
+        ax.set_title(f"{stats[0]['confidence'][i]:.2f}/{stats[1]['confidence'][i]:.2f}", fontsize=7)
       fig.suptitle(caption + " (confidences a/b)", fontsize=9)
       fig.tight_layout()
       path = os.path.join(out_dir, f"grid_{key}.png")
       fig.savefig(path, dpi=100)
-      plt.close(fig)
       files.append(os.path.basename(path))
   s = cmp["summary"]
-  lines = [f"# {title}", "", f"Models: **a** = {names[0]}, **b** = {names[1]}; "
-           f"{len(stats[0]['confidence'])} clean test examples.", "",
-           "| statistic | a mean | a median | b mean | b median |", "|---|---|---|---|---|"]
+  lines = [
+    f"# {title}",
+    "",
+    f"Models: **a** = {names[0]}, **b** = {names[1]}; "
+    f"{len(stats[0]['confidence'])} clean test examples.",
+    "",
+    "| statistic | a mean | a median | b mean | b median |",
+    "|---|---|---|---|---|",
+  ]
   for q in ("max_logit", "gap", "confidence"):
-    lines.append(f"| {q} | {s['a'][q + '_mean']:.3f} | {s['a'][q + '_median']:.3f} | "
-                 f"{s['b'][q + '_mean']:.3f} | {s['b'][q + '_median']:.3f} |")
-  lines += ["", f"Spearman rank correlation of the per-example confidences: "
-            f"{cmp['spearman_confidence']:.3f}.", ""]
+    lines.append(
+      f"| {q} | {s['a'][q + '_mean']:.3f} | {s['a'][q + '_median']:.3f} | "
+      f"{s['b'][q + '_mean']:.3f} | {s['b'][q + '_median']:.3f} |"
+    )
+  lines += [
+    "",
+    f"Spearman rank correlation of the per-example confidences: {cmp['spearman_confidence']:.3f}.",
+    "",
+  ]
   lines += [f"![{f}]({f})" for f in files]
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
@@ -160,32 +143,36 @@ def write_report(out_dir: str, names: tuple[str, str], stats: tuple[dict, dict],
 
 def _model_logits(model, images, batch=500):
   f = jax.jit(model.__call__)
-  return np.concatenate([np.asarray(f(images[i:i + batch])) for i in range(0, len(images), batch)])
+  return np.concatenate(
+    [np.asarray(f(images[i : i + batch])) for i in range(0, len(images), batch)]
+  )
 
 
 def study(standard: str, robust: str, out: str, *, n: int = 2000) -> dict:
   """The study on the first ``n`` clean test points: restores the models of the workdirs
   ``standard`` and ``robust`` (their student, or else their teacher), computes the statistics
   and writes the report to ``out``; returns ``compare``'s summary."""
-  import robust_distill  # pylint: disable=import-outside-toplevel
-  from robust_distill.data import pipeline  # pylint: disable=import-outside-toplevel
-  from robust_distill.train import loop  # pylint: disable=import-outside-toplevel
-  models = [robust_distill.restore(w) for w in (standard, robust)]
+  models = [workdir_lib.restore(w) for w in (standard, robust)]
   cfg = models[1].config
-  test = loop.load_split(cfg, "test")
+  test = workdir_lib.load_split(cfg, "test")
   test = pipeline.take(test, np.arange(min(n, pipeline.split_size(test))))
   x = test["image"].astype(np.float32) / 255.0
   y = test["label"]
   stats = tuple(logit_stats(_model_logits(m, x), y) for m in models)
-  cmp = write_report(out, ("standard", "adversarially trained"), stats, images=x, labels=y,
-                     title=f"Logit distributions: standard vs adversarially trained "
-                           f"({cfg.dataset}, first {len(y)} test images)")
+  cmp = write_report(
+    out,
+    ("standard", "adversarially trained"),
+    stats,
+    images=x,
+    labels=y,
+    title=f"Logit distributions: standard vs adversarially trained "
+    f"({cfg.dataset}, first {len(y)} test images)",
+  )
   print(f"wrote {out}/report.md (Spearman {cmp['spearman_confidence']:.3f})", flush=True)
   return cmp
 
 
 def main(argv=None):
-  import argparse  # pylint: disable=import-outside-toplevel
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--standard", required=True, help="workdir of a standard (clean) model")
   p.add_argument("--robust", required=True, help="workdir of an adversarially trained model")

@@ -1,7 +1,6 @@
 """Auto-PGD (Croce & Hein, ICML 2020, arXiv:2003.01690) as a pure function of a logits function.
 
-Follows the original AutoAttack code (fra31/auto-attack ``autopgd_base.py``), as documented in
-shared/docs/evaluation.md section 2:
+Follows the original AutoAttack code (fra31/auto-attack ``autopgd_base.py``):
 
 * start on the surface of the ball (L-inf: ``x + eps * t / max|t|``, ``t ~ U[-1, 1)``; L2: a
   Gaussian direction scaled to norm ``eps``), clipped to [0, 1];
@@ -22,14 +21,15 @@ APGD-T, stopping early once no example in the batch is robust).
 """
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robust_distill.attacks.pgd import check_names, per_example_norm
-from robust_distill.losses import core, extra
+from robust_distill.attacks.objectives import OBJECTIVES
+from robust_distill.attacks.targets import over_targets
+from robust_distill.attacks.threat import check_names, per_example_norm, project_box, surface_init
 
 LOSSES = ("ce", "dlr", "dlr_targeted")
 
@@ -55,32 +55,18 @@ def _norm(v):
   return per_example_norm(v)
 
 
-def surface_init(rng, x, *, eps: float, norm: str):
-  """AutoAttack's APGD start: a random point on the surface of the ball, clipped to [0, 1]."""
-  if norm == "linf":
-    t = 2.0 * jax.random.uniform(rng, x.shape, x.dtype) - 1.0
-    m = jnp.max(jnp.abs(t), axis=tuple(range(1, x.ndim)), keepdims=True)
-    return jnp.clip(x + eps * t / (m + 1e-12), 0.0, 1.0)
-  t = jax.random.normal(rng, x.shape, x.dtype)
-  return jnp.clip(x + eps * t / (_norm(t) + 1e-12), 0.0, 1.0)
-
-
 def _project(v, x, eps, norm):
-  if norm == "linf":
-    return jnp.clip(jnp.clip(v, x - eps, x + eps), 0.0, 1.0)
-  d = v - x
-  n = _norm(d)
-  return jnp.clip(x + d / (n + 1e-12) * jnp.minimum(eps, n), 0.0, 1.0)
+  return project_box(v, x, eps=eps, norm=norm)
 
 
 def _loss_fn(loss: str) -> Callable:
-  if loss == "ce":
-    return lambda z, y, t: core.cross_entropy(z, y)
-  if loss == "dlr":
-    return lambda z, y, t: extra.dlr(z, y)
+  """``fn(logits, labels, target_labels)`` from the shared objectives."""
+  if loss not in LOSSES:
+    raise ValueError(f"Unknown APGD loss {loss!r}; valid: {list(LOSSES)}")
+  obj = OBJECTIVES[loss]
   if loss == "dlr_targeted":
-    return extra.dlr_targeted
-  raise ValueError(f"Unknown APGD loss {loss!r}; valid: {list(LOSSES)}")
+    return lambda z, y, t: obj(z, (y, t))
+  return lambda z, y, t: obj(z, y)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +80,7 @@ class APGD:
   ``n_iter`` (100), ``rho`` (0.75), ``eot_iter`` (1; > 1 averages the gradient over that many
   calls ``logits_fn(x, key)``).
   """
+
   eps: float
   norm: str = "linf"
   loss: str = "ce"
@@ -133,15 +120,27 @@ class APGD:
     key, init_key = jax.random.split(rng)
     bshape = (x.shape[0],) + (1,) * (x.ndim - 1)
     x_adv = surface_init(init_key, x, eps=self.eps, norm=self.norm)
-    loss0, z0, grad0 = self._loss_grad(logits_fn, x_adv, y, y_t,
-                                       jax.random.fold_in(key, self.n_iter))
+    loss0, z0, grad0 = self._loss_grad(
+      logits_fn, x_adv, y, y_t, jax.random.fold_in(key, self.n_iter)
+    )
     acc0 = jnp.argmax(z0, -1) == y
     return dict(
-        y_t=y_t, key=key, x_adv=x_adv, x_old=x_adv, grad=grad0,
-        step=jnp.full(bshape, 2.0 * self.eps, x.dtype),
-        x_best=x_adv, grad_best=grad0, loss_best=loss0, x_best_adv=x_adv, acc=acc0,
-        prev_loss=jnp.zeros_like(loss0), n_incr=jnp.zeros_like(loss0),
-        loss_best_last=loss0, reduced_last=jnp.ones_like(acc0))
+      y_t=y_t,
+      key=key,
+      x_adv=x_adv,
+      x_old=x_adv,
+      grad=grad0,
+      step=jnp.full(bshape, 2.0 * self.eps, x.dtype),
+      x_best=x_adv,
+      grad_best=grad0,
+      loss_best=loss0,
+      x_best_adv=x_adv,
+      acc=acc0,
+      prev_loss=jnp.zeros_like(loss0),
+      n_incr=jnp.zeros_like(loss0),
+      loss_best_last=loss0,
+      reduced_last=jnp.ones_like(acc0),
+    )
 
   def step(self, logits_fn, x, y, s: dict, i) -> dict:
     """Iteration ``i`` (0-based; traced or static) of the main loop."""
@@ -173,15 +172,22 @@ class APGD:
     flag = ck & (cond1 | cond2)
     fb = flag.reshape(bshape)
     return dict(
-        y_t=s["y_t"], key=s["key"],
-        x_adv=jnp.where(fb, x_best, x_new), x_old=x_new,
-        grad=jnp.where(fb, grad_best, g),
-        step=jnp.where(fb, s["step"] / 2.0, s["step"]),
-        x_best=x_best, grad_best=grad_best, loss_best=loss_best,
-        x_best_adv=x_best_adv, acc=acc, prev_loss=li,
-        n_incr=jnp.where(ck, 0.0, n_incr),
-        loss_best_last=jnp.where(ck, loss_best, s["loss_best_last"]),
-        reduced_last=jnp.where(ck, cond1 | cond2, s["reduced_last"]))
+      y_t=s["y_t"],
+      key=s["key"],
+      x_adv=jnp.where(fb, x_best, x_new),
+      x_old=x_new,
+      grad=jnp.where(fb, grad_best, g),
+      step=jnp.where(fb, s["step"] / 2.0, s["step"]),
+      x_best=x_best,
+      grad_best=grad_best,
+      loss_best=loss_best,
+      x_best_adv=x_best_adv,
+      acc=acc,
+      prev_loss=li,
+      n_incr=jnp.where(ck, 0.0, n_incr),
+      loss_best_last=jnp.where(ck, loss_best, s["loss_best_last"]),
+      reduced_last=jnp.where(ck, cond1 | cond2, s["reduced_last"]),
+    )
 
   @staticmethod
   def result(x, s: dict) -> tuple[jax.Array, jax.Array]:
@@ -191,10 +197,21 @@ class APGD:
     return jax.lax.stop_gradient(x_out), s["acc"]
 
 
-def apgd(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: jax.Array, *,
-         eps: float, norm: str = "linf", loss: str = "ce", y_target: jax.Array | None = None,
-         n_iter: int = 100, rho: float = 0.75, rng: jax.Array, eot_iter: int = 1,
-         unroll: int | None = None) -> tuple[jax.Array, jax.Array]:
+def apgd(
+  logits_fn: Callable[[jax.Array], jax.Array],
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  eps: float,
+  norm: str = "linf",
+  loss: str = "ce",
+  y_target: jax.Array | None = None,
+  n_iter: int = 100,
+  rho: float = 0.75,
+  rng: jax.Array,
+  eot_iter: int = 1,
+  unroll: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """One APGD run (one restart) on every example of the batch.
 
   Args:
@@ -217,21 +234,24 @@ def apgd(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: jax.Array
   x = jax.lax.stop_gradient(x)
   s = a.init(logits_fn, x, y, rng, y_target)
   unroll = 1 if unroll is None or unroll < 1 else int(unroll)
-  s = jax.lax.fori_loop(0, n_iter, lambda i, st: a.step(logits_fn, x, y, st, i), s,
-                        unroll=unroll)
+  s = jax.lax.fori_loop(0, n_iter, lambda i, st: a.step(logits_fn, x, y, st, i), s, unroll=unroll)
   return APGD.result(x, s)
 
 
-def target_classes(clean_logits: jax.Array, n_target_classes: int) -> jax.Array:
-  """``[n_target_classes, B]`` targets: the 2nd, 3rd, ... largest clean logit of each example
-  (AutoAttack's ``argsort(logits)[:, -k]``, k = 2 .. n_target_classes + 1)."""
-  order = jnp.argsort(clean_logits, axis=-1)
-  return jnp.stack([order[:, -k] for k in range(2, n_target_classes + 2)])
-
-
-def apgd_targeted(logits_fn, x, y, *, eps: float, norm: str = "linf", n_target_classes: int = 9,
-                  n_iter: int = 100, rho: float = 0.75, rng: jax.Array, active=None,
-                  unroll: int | None = None) -> tuple[jax.Array, jax.Array]:
+def apgd_targeted(
+  logits_fn,
+  x,
+  y,
+  *,
+  eps: float,
+  norm: str = "linf",
+  n_target_classes: int = 9,
+  n_iter: int = 100,
+  rho: float = 0.75,
+  rng: jax.Array,
+  active=None,
+  unroll: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """APGD-T: APGD on the targeted DLR loss towards each of the top ``n_target_classes``
   runner-up classes in turn, each from a fresh random start (one restart per target).
 
@@ -242,37 +262,25 @@ def apgd_targeted(logits_fn, x, y, *, eps: float, norm: str = "linf", n_target_c
   clean = logits_fn(x)
   num_classes = clean.shape[-1]
   if num_classes < 4 or n_target_classes + 1 > num_classes:
-    raise ValueError(f"APGD-T needs >= 4 classes and n_target_classes + 1 <= classes; got "
-                     f"{num_classes} classes, n_target_classes={n_target_classes}")
+    raise ValueError(
+      f"APGD-T needs >= 4 classes and n_target_classes + 1 <= classes; got "
+      f"{num_classes} classes, n_target_classes={n_target_classes}"
+    )
 
   def one(t, y_t):
-    return apgd(logits_fn, x, y, eps=eps, norm=norm, loss="dlr_targeted", y_target=y_t,
-                n_iter=n_iter, rho=rho, rng=jax.random.fold_in(rng, t), unroll=unroll)
+    return apgd(
+      logits_fn,
+      x,
+      y,
+      eps=eps,
+      norm=norm,
+      loss="dlr_targeted",
+      y_target=y_t,
+      n_iter=n_iter,
+      rho=rho,
+      rng=jax.random.fold_in(rng, t),
+      unroll=unroll,
+    )
 
   x_adv, robust = over_targets(one, clean, x, y, n_target_classes, active)
   return jax.lax.stop_gradient(x_adv), robust
-
-
-def over_targets(run_one, clean_logits, x, y, n_target_classes: int, active=None):
-  """AutoAttack's loop over target classes as a ``lax.while_loop``: ``run_one(t, y_target) ->
-  (x_adv, robust)`` is called for the t-th runner-up class while some example is still robust;
-  a point broken by target t keeps that target's adversarial image. Returns ``(x_adv, robust)``
-  (inactive or misclassified examples: not robust, ``x_adv = x``)."""
-  targets = target_classes(clean_logits, n_target_classes)
-  robust0 = jnp.argmax(clean_logits, -1) == y
-  if active is not None:
-    robust0 = robust0 & active
-  bshape = (x.shape[0],) + (1,) * (x.ndim - 1)
-
-  def cond(c):
-    t, robust, _ = c
-    return (t < n_target_classes) & jnp.any(robust)
-
-  def body(c):
-    t, robust, x_adv = c
-    xa, r = run_one(t, targets[t])
-    newly = robust & ~r
-    return t + 1, robust & r, jnp.where(newly.reshape(bshape), xa, x_adv)
-
-  _, robust, x_adv = jax.lax.while_loop(cond, body, (jnp.int32(0), robust0, x))
-  return x_adv, robust

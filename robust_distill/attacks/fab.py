@@ -8,7 +8,7 @@ of the two projections with overshoot ``eta``, and after each success steps back
 clean point by ``beta``. AutoAttack counts a point as broken only when the smallest adversarial
 perturbation found has norm at most ``eps``.
 
-Follows fra31/auto-attack ``fab_base.py`` / ``fab_projections.py`` (shared/docs/evaluation.md
+Follows fra31/auto-attack ``fab_base.py`` / ``fab_projections.py`` (docs/evaluation.md
 section 3): 100 iterations, ``alpha_max = 0.1``, ``eta = 1.05``, ``beta = 0.9``, targets the
 top-9 runner-up classes of the clean logits, one restart with no random start (so FAB-T in the
 standard protocol is deterministic). The box-constrained projections are written with static
@@ -22,8 +22,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from robust_distill.attacks import apgd as apgd_lib
-from robust_distill.attacks.pgd import check_names
+from robust_distill.attacks.targets import over_targets
+from robust_distill.attacks.threat import check_names, flat_norm
 
 
 def _take(a, idx):
@@ -101,8 +101,9 @@ def projection_l2(t: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
   w5 = jnp.sum(w3s, axis=1, keepdims=True)
   ws = w5 - jnp.cumsum(w3s, axis=1)
   d = -(r * w) * (~small)
-  s = jnp.concatenate([-w5 * rs[:, :1], jnp.cumsum((-rs2 + rs) * ws, axis=1) - w5 * rs[:, :1]],
-                      axis=1)
+  s = jnp.concatenate(
+    [-w5 * rs[:, :1], jnp.cumsum((-rs2 + rs) * ws, axis=1) - w5 * rs[:, :1]], axis=1
+  )
   c4 = s[:, 0] + c < 0
   c3 = jnp.sum(d * w, 1) + c > 0
   c2 = ~(c4 | c3)
@@ -128,19 +129,12 @@ def projection_l2(t: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 PROJECTIONS = {"linf": projection_linf, "l2": projection_l2}
 
 
-def flat_norm(v, norm):
-  """Per-example L-inf or L2 norm of a batch (flattened over all but the first axis)."""
-  v = v.reshape(v.shape[0], -1)
-  if norm == "linf":
-    return jnp.max(jnp.abs(v), axis=1)
-  return jnp.sqrt(jnp.sum(v * v, axis=1))
-
-
 @dataclasses.dataclass(frozen=True)
 class FAB:
   """One targeted FAB run from the clean point, split into ``init`` / ``step`` / ``result`` (see
   ``robust_distill.attacks.apgd.APGD`` for why). Fields: ``norm``, ``n_iter`` (100),
   ``alpha_max`` (0.1), ``eta`` (1.05), ``beta`` (0.9)."""
+
   norm: str = "linf"
   n_iter: int = 100
   alpha_max: float = 0.1
@@ -165,16 +159,20 @@ class FAB:
 
     def diff(xx):
       z = logits_fn(xx)
-      df = (jnp.take_along_axis(z, y_t[:, None], 1)[:, 0]
-            - jnp.take_along_axis(z, y[:, None], 1)[:, 0])
+      df = (
+        jnp.take_along_axis(z, y_t[:, None], 1)[:, 0] - jnp.take_along_axis(z, y[:, None], 1)[:, 0]
+      )
       return jnp.sum(df), df
 
     x1 = s["x1"]
     dg, df = jax.grad(diff, has_aux=True)(x1)
     w = dg.reshape(bsz, -1)
     b = -df + jnp.sum(w * x1.reshape(bsz, -1), 1)
-    d3 = proj(jnp.concatenate([x1.reshape(bsz, -1), x0], 0), jnp.concatenate([w, w], 0),
-              jnp.concatenate([b, b], 0))
+    d3 = proj(
+      jnp.concatenate([x1.reshape(bsz, -1), x0], 0),
+      jnp.concatenate([w, w], 0),
+      jnp.concatenate([b, b], 0),
+    )
     d1 = d3[:bsz].reshape(x.shape)
     d2 = d3[bsz:].reshape(x.shape)
     a0 = jnp.maximum(flat_norm(d3, self.norm), 1e-8)
@@ -194,9 +192,19 @@ class FAB:
     return jax.lax.stop_gradient(s["adv"]), s["res2"]
 
 
-def fab_single(logits_fn, x, y, y_target, *, norm: str = "linf", n_iter: int = 100,
-               alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
-               unroll: int | None = None) -> tuple[jax.Array, jax.Array]:
+def fab_single(
+  logits_fn,
+  x,
+  y,
+  y_target,
+  *,
+  norm: str = "linf",
+  n_iter: int = 100,
+  alpha_max: float = 0.1,
+  eta: float = 1.05,
+  beta: float = 0.9,
+  unroll: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """One targeted FAB run from the clean point (no random start).
 
   Returns ``(adv, res)``: the adversarial point of smallest ``norm`` found for each example
@@ -205,8 +213,9 @@ def fab_single(logits_fn, x, y, y_target, *, norm: str = "linf", n_iter: int = 1
   f = FAB(norm=norm, n_iter=n_iter, alpha_max=alpha_max, eta=eta, beta=beta)
   x = jax.lax.stop_gradient(x)
   unroll = 1 if unroll is None or unroll < 1 else int(unroll)
-  s = jax.lax.fori_loop(0, n_iter, lambda i, st: f.step(logits_fn, x, y, st, i),
-                        FAB.init(x, y_target), unroll=unroll)
+  s = jax.lax.fori_loop(
+    0, n_iter, lambda i, st: f.step(logits_fn, x, y, st, i), FAB.init(x, y_target), unroll=unroll
+  )
   return FAB.result(s)
 
 
@@ -215,9 +224,21 @@ def fab_broken(logits_fn, x, y, adv, *, eps: float, norm: str) -> jax.Array:
   return (jnp.argmax(logits_fn(adv), -1) != y) & (flat_norm(adv - x, norm) <= eps)
 
 
-def fab_targeted(logits_fn, x, y, *, eps: float, norm: str = "linf", n_target_classes: int = 9,
-                 n_iter: int = 100, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
-                 active=None, unroll: int | None = None) -> tuple[jax.Array, jax.Array]:
+def fab_targeted(
+  logits_fn,
+  x,
+  y,
+  *,
+  eps: float,
+  norm: str = "linf",
+  n_target_classes: int = 9,
+  n_iter: int = 100,
+  alpha_max: float = 0.1,
+  eta: float = 1.05,
+  beta: float = 0.9,
+  active=None,
+  unroll: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """FAB-T as in AutoAttack: one FAB run per target (the 2nd .. ``n_target_classes + 1``-th
   largest clean logit), on the examples still robust, stopping when none is.
 
@@ -226,12 +247,24 @@ def fab_targeted(logits_fn, x, y, *, eps: float, norm: str = "linf", n_target_cl
   """
   clean = logits_fn(x)
   if n_target_classes + 1 > clean.shape[-1]:
-    raise ValueError(f"FAB-T: n_target_classes + 1 = {n_target_classes + 1} > "
-                     f"{clean.shape[-1]} classes")
+    raise ValueError(
+      f"FAB-T: n_target_classes + 1 = {n_target_classes + 1} > {clean.shape[-1]} classes"
+    )
+
   def one(t, y_t):
     del t
-    adv, _ = fab_single(logits_fn, x, y, y_t, norm=norm, n_iter=n_iter, alpha_max=alpha_max,
-                        eta=eta, beta=beta, unroll=unroll)
+    adv, _ = fab_single(
+      logits_fn,
+      x,
+      y,
+      y_t,
+      norm=norm,
+      n_iter=n_iter,
+      alpha_max=alpha_max,
+      eta=eta,
+      beta=beta,
+      unroll=unroll,
+    )
     return adv, ~fab_broken(logits_fn, x, y, adv, eps=eps, norm=norm)
 
-  return apgd_lib.over_targets(one, clean, x, y, n_target_classes, active)
+  return over_targets(one, clean, x, y, n_target_classes, active)

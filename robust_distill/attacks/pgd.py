@@ -10,59 +10,36 @@ defaults to running averages).
 
 The loop is ``lax.fori_loop`` with an ``unroll`` setting: XLA:CPU runs a rolled ``while`` body
 3-4x slower than the same ops unrolled, while on GPU/TPU a rolled loop is fine and compiles
-faster; ``unroll=None`` picks per backend (shared/docs/cpu-performance.md).
+faster; ``unroll=None`` picks per backend.
 """
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from robust_distill.losses import core
+from robust_distill.attacks import objectives, threat
+from robust_distill.attacks.objectives import OBJECTIVES
+from robust_distill.attacks.threat import INITS, NORMS, per_example_norm, project, random_init
 
-NORMS = ("linf", "l2")
-INITS = ("uniform", "normal", "none")
-
-
-def _obj_ce(logits, labels):
-  return core.cross_entropy(logits, labels)
-
-
-def _obj_ce_targeted(logits, target_labels):
-  return -core.cross_entropy(logits, target_labels)
-
-
-def _obj_kl(logits, target_probs):
-  return core.kl_divergence(target_probs, logits)
-
-
-def _obj_kl_models(logits_pair, _):
-  moving, reference = logits_pair
-  return core.kl_logits(reference, moving)
-
-
-def _obj_cw(logits, labels):
-  return core.cw_margin(logits, labels)
-
-
-# Per-example objectives the attack maximises.
-OBJECTIVES: dict[str, Callable[[Any, Any], jax.Array]] = {
-    "ce": _obj_ce,                  # CE(f(x'), y): PGD-AT, MART, ARD, IAD.
-    "ce_targeted": _obj_ce_targeted,  # -CE(f(x'), t): move towards class t (AGKD-BML).
-    "kl": _obj_kl,                  # KL(P || f(x')), P fixed: TRADES (P = p(f(x))), RSLAD.
-    "kl_models": _obj_kl_models,    # KL(p(g(x')) || p(f(x'))), both on x': AdaAD, DGAD.
-    "cw": _obj_cw,                  # max_{j!=y} z_j - z_y: CW-inf.
-}
+__all__ = [
+  "INITS",
+  "NORMS",
+  "OBJECTIVES",
+  "check_names",
+  "default_unroll",
+  "per_example_norm",
+  "pgd",
+  "project",
+  "random_init",
+]
 
 
 def check_names(*, objective: str = "ce", norm: str = "linf", init: str = "uniform") -> None:
   """Raises ValueError naming the valid choices for an unknown objective, norm or init."""
-  if objective not in OBJECTIVES:
-    raise ValueError(f"Unknown attack objective {objective!r}; valid: {sorted(OBJECTIVES)}")
-  if norm not in NORMS:
-    raise ValueError(f"Unknown attack norm {norm!r}; valid: {list(NORMS)}")
-  if init not in INITS:
-    raise ValueError(f"Unknown attack init {init!r}; valid: {list(INITS)}")
+  objectives.check(objective)
+  threat.check_names(norm=norm, init=init)
 
 
 def default_unroll(steps: int) -> int:
@@ -70,39 +47,21 @@ def default_unroll(steps: int) -> int:
   return max(int(steps), 1) if jax.default_backend() == "cpu" else 1
 
 
-def per_example_norm(v):
-  return jnp.sqrt(jnp.sum(v * v, axis=tuple(range(1, v.ndim)), keepdims=True))
-
-
-def project(x_adv, x, *, eps, norm):
-  """Projects ``x_adv`` onto the ``norm`` ball of radius ``eps`` around ``x`` and into [0, 1]."""
-  delta = x_adv - x
-  if norm == "linf":
-    delta = jnp.clip(delta, -eps, eps)
-  else:
-    delta = delta * jnp.minimum(1.0, eps / (per_example_norm(delta) + 1e-12))
-  return jnp.clip(x + delta, 0.0, 1.0)
-
-
-def random_init(rng, x, *, eps, norm, init):
-  """Starting point: uniform in the ball, ``x + 0.001 N(0, I)`` (TRADES), or ``x`` itself."""
-  if init == "none":
-    return x
-  if init == "normal":
-    return jnp.clip(x + 0.001 * jax.random.normal(rng, x.shape, x.dtype), 0.0, 1.0)
-  if norm == "linf":
-    return jnp.clip(x + jax.random.uniform(rng, x.shape, x.dtype, -eps, eps), 0.0, 1.0)
-  k1, k2 = jax.random.split(rng)
-  d = jax.random.normal(k1, x.shape, x.dtype)
-  d = d / (per_example_norm(d) + 1e-12)
-  r = jax.random.uniform(k2, (x.shape[0],) + (1,) * (x.ndim - 1), x.dtype)
-  return project(x + eps * r * d, x, eps=eps, norm=norm)
-
-
-def pgd(logits_fn: Callable[[jax.Array], Any], x: jax.Array, target: Any = None, *,
-        eps: float, step_size: float, steps: int, objective: str = "ce", norm: str = "linf",
-        init: str = "uniform", rng: jax.Array | None = None, unroll: int | None = None
-        ) -> jax.Array:
+def pgd(
+  logits_fn: Callable[[jax.Array], Any],
+  x: jax.Array,
+  target: Any = None,
+  *,
+  eps: float,
+  step_size: float,
+  steps: int,
+  objective: str = "ce",
+  norm: str = "linf",
+  init: str = "uniform",
+  rng: jax.Array | None = None,
+  unroll: int | None = None,
+  labels: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array | None]:
   """Runs ``steps`` iterations of projected gradient ascent on ``objective``.
 
   Args:
@@ -119,9 +78,14 @@ def pgd(logits_fn: Callable[[jax.Array], Any], x: jax.Array, target: Any = None,
     init: ``uniform`` (in the ball), ``normal`` (``0.001 N(0, I)``, TRADES) or ``none``.
     rng: PRNG key; required unless ``init == 'none'``.
     unroll: ``fori_loop`` unroll factor; ``None`` = all steps on CPU, 1 on accelerators.
+    labels: true labels for ``robust`` (default: ``target`` for the ``ce`` and ``cw``
+      objectives, whose target is the labels).
 
   Returns:
-    Adversarial images, same shape as ``x``, with gradients stopped.
+    ``(x_adv, robust)``, as every attack of this package: the adversarial images (gradients
+    stopped) and whether each is still classified as its label (``None`` when no labels are
+    known: KL and targeted objectives without ``labels``). Under ``jax.jit`` an unused
+    ``robust`` costs nothing.
   """
   check_names(objective=objective, norm=norm, init=init)
   if init != "none" and rng is None:
@@ -145,7 +109,11 @@ def pgd(logits_fn: Callable[[jax.Array], Any], x: jax.Array, target: Any = None,
 
   x0 = random_init(rng, x, eps=eps, norm=norm, init=init)
   if steps <= 0:
-    return jax.lax.stop_gradient(x0)
-  unroll = default_unroll(steps) if unroll is None or unroll < 1 else int(unroll)
-  x_adv = jax.lax.fori_loop(0, steps, body, x0, unroll=unroll)
-  return jax.lax.stop_gradient(x_adv)
+    x_adv = jax.lax.stop_gradient(x0)
+  else:
+    unroll = default_unroll(steps) if unroll is None or unroll < 1 else int(unroll)
+    x_adv = jax.lax.stop_gradient(jax.lax.fori_loop(0, steps, body, x0, unroll=unroll))
+  if labels is None and objective in ("ce", "cw"):
+    labels = target
+  robust = None if labels is None else jnp.argmax(logits_fn(x_adv), -1) == labels
+  return x_adv, robust

@@ -1,7 +1,7 @@
 """Square Attack (Andriushchenko et al., ECCV 2020): a score-based black-box attack that needs only
 a logits oracle, as a pure function of that oracle (no gradient is ever taken).
 
-Follows fra31/auto-attack ``square.py`` with AutoAttack's settings (shared/docs/evaluation.md
+Follows fra31/auto-attack ``square.py`` with AutoAttack's settings (docs/evaluation.md
 section 4): margin loss ``z_y - max_{j != y} z_j`` (minimised; success when it is <= 0), 5000
 queries, ``p_init = 0.8`` and the un-rescaled ``p`` schedule (halving after 10, 50, 200, 500,
 1000, 2000, 4000, 6000, 8000 queries), L-inf start with random vertical stripes of +-eps,
@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robust_distill.attacks.pgd import NORMS, per_example_norm
+from robust_distill.attacks.threat import NORMS, per_example_norm
+from robust_distill.losses import core
 
 
 _BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -33,7 +34,7 @@ _BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 def p_selection(it: int, p_init: float = 0.8) -> float:
   """The fraction of pixels in the square at query ``it`` (AutoAttack: no rescaling)."""
   k = sum(it > b for b in _BOUNDS)
-  return p_init / (2 ** k)
+  return p_init / (2**k)
 
 
 def side_table(h: int, w: int, c: int, p_init: float, norm: str) -> np.ndarray:
@@ -41,7 +42,7 @@ def side_table(h: int, w: int, c: int, p_init: float, norm: str) -> np.ndarray:
   n_features = h * w * c
   out = []
   for k in range(len(_BOUNDS) + 1):
-    p = p_init / (2 ** k)
+    p = p_init / (2**k)
     if norm == "linf":
       s = max(int(round(math.sqrt(p * n_features / c))), 1)
     else:
@@ -59,8 +60,7 @@ def _phase(i):
 def margin(logits, y):
   """``z_y - max_{j != y} z_j``."""
   zy = jnp.take_along_axis(logits, y[:, None], 1)[:, 0]
-  other = jnp.max(jnp.where(jax.nn.one_hot(y, logits.shape[-1], dtype=bool), -jnp.inf, logits), -1)
-  return zy - other
+  return zy - core.largest_other_logit(logits, y)
 
 
 def _eta_rectangles(x: int, y: int) -> np.ndarray:
@@ -68,18 +68,22 @@ def _eta_rectangles(x: int, y: int) -> np.ndarray:
   xc, yc = x // 2 + 1, y // 2 + 1
   c0, c1 = xc - 1, yc - 1
   for k in range(max(xc, yc)):
-    delta[max(c0, 0):min(c0 + 2 * k + 1, x), max(0, c1):min(c1 + 2 * k + 1, y)] += 1.0 / (k + 1) ** 2
+    rows, cols = (
+      slice(max(c0, 0), min(c0 + 2 * k + 1, x)),
+      slice(max(0, c1), min(c1 + 2 * k + 1, y)),
+    )
+    delta[rows, cols] += 1.0 / (k + 1) ** 2
     c0 -= 1
     c1 -= 1
-  return delta / np.sqrt(np.sum(delta ** 2))
+  return delta / np.sqrt(np.sum(delta**2))
 
 
 def eta(s: int) -> np.ndarray:
   """The L2 Square Attack's ``s x s`` update: two nested-square bumps of opposite sign, unit L2."""
   delta = np.zeros((s, s), np.float64)
-  delta[:s // 2] = _eta_rectangles(s // 2, s)
-  delta[s // 2:] = -_eta_rectangles(s - s // 2, s)
-  return delta / np.sqrt(np.sum(delta ** 2))
+  delta[: s // 2] = _eta_rectangles(s // 2, s)
+  delta[s // 2 :] = -_eta_rectangles(s - s // 2, s)
+  return delta / np.sqrt(np.sum(delta**2))
 
 
 def _random_sign(key, shape, dtype):
@@ -117,7 +121,7 @@ def _l2_init(key, x, eps):
       if hh <= 0 or ww <= 0:
         continue
       blk = jnp.where(flips[i, j][:, None, None], base.T, base)[:, :hh, :ww, None]
-      delta = delta.at[:, vh:vh + hh, vw:vw + ww, :].add(blk * signs[i, j])
+      delta = delta.at[:, vh : vh + hh, vw : vw + ww, :].add(blk * signs[i, j])
   return jnp.clip(x + delta / (per_example_norm(delta) + 1e-12) * eps, 0.0, 1.0)
 
 
@@ -126,6 +130,7 @@ class Square:
   """Square Attack split into ``init`` / ``step`` (one query) / ``pending`` / ``result`` (see
   ``robust_distill.attacks.apgd.APGD`` for why). Fields: ``eps``, ``norm``, ``n_queries``
   (5000), ``p_init`` (0.8)."""
+
   eps: float
   norm: str = "linf"
   n_queries: int = 5000
@@ -147,8 +152,9 @@ class Square:
     else:
       x_best = _l2_init(k_init, x, self.eps)
     m0 = margin(logits_fn(x_best), y)
-    return dict(key=k_loop, act0=act0, x_best=x_best, m_min=m0, l_min=m0,
-                queries=jnp.ones((bsz,), jnp.int32))
+    return dict(
+      key=k_loop, act0=act0, x_best=x_best, m_min=m0, l_min=m0, queries=jnp.ones((bsz,), jnp.int32)
+    )
 
   @staticmethod
   def pending(s: dict) -> jax.Array:
@@ -183,22 +189,32 @@ class Square:
       n_w1 = jnp.sqrt(jnp.sum((delta * win) ** 2, axis=(1, 2), keepdims=True))
       n_img = per_example_norm(delta)
       n_wins = jnp.sqrt(jnp.sum((delta * (win | win2)) ** 2, axis=(1, 2), keepdims=True))
-      pat = jnp.where((jax.random.uniform(k6, (bsz,)) > 0.5)[:, None, None],
-                      jnp.swapaxes(pats[_phase(i)], 0, 1)[None], pats[_phase(i)][None])
+      pat = jnp.where(
+        (jax.random.uniform(k6, (bsz,)) > 0.5)[:, None, None],
+        jnp.swapaxes(pats[_phase(i)], 0, 1)[None],
+        pats[_phase(i)][None],
+      )
       pat = _place(jnp.broadcast_to(pat, (bsz, h, w)), vh, vw)[..., None]
       new = pat * _random_sign(k3, (bsz, 1, 1, c), x.dtype) + delta * win / (n_w1 + 1e-12)
-      new = new / (jnp.sqrt(jnp.sum(new ** 2, axis=(1, 2), keepdims=True)) + 1e-12) * jnp.sqrt(
-          jnp.maximum(eps ** 2 - n_img ** 2, 0.0) / c + n_wins ** 2)
+      new = (
+        new
+        / (jnp.sqrt(jnp.sum(new**2, axis=(1, 2), keepdims=True)) + 1e-12)
+        * jnp.sqrt(jnp.maximum(eps**2 - n_img**2, 0.0) / c + n_wins**2)
+      )
       delta = jnp.where(win2, 0.0, delta)
       delta = jnp.where(win, new, delta)
       x_new = jnp.clip(x + delta / (per_example_norm(delta) + 1e-12) * eps, 0.0, 1.0)
     mg = margin(logits_fn(x_new), y)
     imp = mg < l_min
     upd = todo & (imp | (mg <= 0))
-    return dict(key=st["key"], act0=st["act0"],
-                x_best=jnp.where(upd.reshape(bshape), x_new, xb),
-                m_min=jnp.where(upd, mg, m_min), l_min=jnp.where(todo & imp, mg, l_min),
-                queries=st["queries"] + todo.astype(jnp.int32))
+    return dict(
+      key=st["key"],
+      act0=st["act0"],
+      x_best=jnp.where(upd.reshape(bshape), x_new, xb),
+      m_min=jnp.where(upd, mg, m_min),
+      l_min=jnp.where(todo & imp, mg, l_min),
+      queries=st["queries"] + todo.astype(jnp.int32),
+    )
 
   @staticmethod
   def result(logits_fn, x, y, st: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -209,10 +225,49 @@ class Square:
     return jax.lax.stop_gradient(x_adv), robust, st["queries"]
 
 
-def square(logits_fn, x: jax.Array, y: jax.Array, *, eps: float, norm: str = "linf",
-           n_queries: int = 5000, p_init: float = 0.8, rng: jax.Array, active=None,
-           chunk: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Square Attack on the margin loss, untargeted, one restart.
+def square(
+  logits_fn,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  eps: float,
+  norm: str = "linf",
+  n_queries: int = 5000,
+  p_init: float = 0.8,
+  rng: jax.Array,
+  active=None,
+  chunk: int = 0,
+) -> tuple[jax.Array, jax.Array]:
+  """Square Attack (see ``square_run``): returns ``(x_adv, robust)`` like every attack."""
+  x_adv, robust, _ = square_run(
+    logits_fn,
+    x,
+    y,
+    eps=eps,
+    norm=norm,
+    n_queries=n_queries,
+    p_init=p_init,
+    rng=rng,
+    active=active,
+    chunk=chunk,
+  )
+  return x_adv, robust
+
+
+def square_run(
+  logits_fn,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  eps: float,
+  norm: str = "linf",
+  n_queries: int = 5000,
+  p_init: float = 0.8,
+  rng: jax.Array,
+  active=None,
+  chunk: int = 0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Square Attack on the margin loss, untargeted, one restart, with its query counts.
 
   Args:
     logits_fn: images (NHWC, in [0, 1]) -> logits. Only evaluated, never differentiated.

@@ -27,18 +27,29 @@ from robust_distill.data import builder_info
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 MIRROR_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+  "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+  "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-               "Sneaker", "Bag", "Ankle boot")
+CLASS_NAMES = (
+  "T-shirt/top",
+  "Trouser",
+  "Pullover",
+  "Dress",
+  "Coat",
+  "Sandal",
+  "Shirt",
+  "Sneaker",
+  "Bag",
+  "Ankle boot",
+)
 
 HOW_TO_GET = (
-    "Fashion-MNIST was not found. Either install the Debian package "
-    "(`sudo apt-get install dataset-fashion-mnist`, files in " + DEBIAN_DIR + "), or put "
-    "train-/t10k-{images-idx3,labels-idx1}-ubyte.gz in a folder and pass it as "
-    "--config.data.manual_dir=FOLDER, or run once with network access so that the files can "
-    "be downloaded from " + MIRROR_URL)
+  "Fashion-MNIST was not found. Either install the Debian package "
+  "(`sudo apt-get install dataset-fashion-mnist`, files in " + DEBIAN_DIR + "), or put "
+  "train-/t10k-{images-idx3,labels-idx1}-ubyte.gz in a folder and pass it as "
+  "--config.data.manual_dir=FOLDER, or run once with network access so that the files can "
+  "be downloaded from " + MIRROR_URL
+)
 
 
 def read_idx(path: str, *, images: bool) -> np.ndarray:
@@ -51,8 +62,10 @@ def read_idx(path: str, *, images: bool) -> np.ndarray:
   header = 16 if images else 8
   size = count * (784 if images else 1)
   if magic != want or len(raw) != header + size:
-    raise ValueError(f"{path}: not a valid idx file (magic {magic}, expected {want}; "
-                     f"{len(raw) - header} data bytes, header says {size})")
+    raise ValueError(
+      f"{path}: not a valid idx file (magic {magic}, expected {want}; "
+      f"{len(raw) - header} data bytes, header says {size})"
+    )
   if images:
     return np.frombuffer(raw, np.uint8, offset=16).reshape(count, 28, 28, 1)
   return np.frombuffer(raw, np.uint8, offset=8).astype(np.int64)
@@ -63,8 +76,9 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
   offline machine fails at once instead of after TFDS's download retries)."""
   u = urllib.parse.urlparse(url)
   try:
-    with socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)),
-                                  timeout=timeout):
+    with socket.create_connection(
+      (u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout=timeout
+    ):
       return True
   except OSError:
     return False
@@ -78,15 +92,18 @@ class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     return builder_info.image_classification_info(
-        self, description="Fashion-MNIST 28x28 grey-scale clothing images, 10 classes.",
-        shape=(28, 28, 1), label=tfds.features.ClassLabel(names=list(CLASS_NAMES)),
-        homepage="https://github.com/zalandoresearch/fashion-mnist")
+      self,
+      description="Fashion-MNIST 28x28 grey-scale clothing images, 10 classes.",
+      shape=(28, 28, 1),
+      label=tfds.features.ClassLabel(names=list(CLASS_NAMES)),
+      homepage="https://github.com/zalandoresearch/fashion-mnist",
+    )
 
   def _locate(self, dl_manager):
     manual = None
     try:
       manual = os.fspath(dl_manager.manual_dir)
-    except Exception:  # pylint: disable=broad-except  # no manual dir configured
+    except Exception:  # no manual dir configured
       manual = None
     names = [n for pair in FILES.values() for n in pair]
     for d in (manual, DEBIAN_DIR):
@@ -96,20 +113,22 @@ class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
       raise FileNotFoundError(f"{HOW_TO_GET}\n(no network: cannot reach {MIRROR_URL})")
     try:
       paths = dl_manager.download({n: MIRROR_URL + n for n in names})
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # any download failure
       raise FileNotFoundError(f"{HOW_TO_GET}\n(download failed: {type(e).__name__}: {e})") from e
     return {n: os.fspath(p) for n, p in paths.items()}
 
   def _split_generators(self, dl_manager):
     paths = self._locate(dl_manager)
-    return {split: self._generate_examples(paths[img], paths[lab])
-            for split, (img, lab) in FILES.items()}
+    return {
+      split: self._generate_examples(paths[img], paths[lab]) for split, (img, lab) in FILES.items()
+    }
 
   def _generate_examples(self, images_path, labels_path):
     images = read_idx(images_path, images=True)
     labels = read_idx(labels_path, images=False)
     if len(images) != len(labels):
-      raise ValueError(f"{images_path} has {len(images)} images but {labels_path} has "
-                       f"{len(labels)} labels")
+      raise ValueError(
+        f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
+      )
     for i in range(len(labels)):
       yield i, {"image": images[i], "label": int(labels[i]), "id": i}

@@ -14,15 +14,17 @@ import os
 import zipfile
 
 import numpy as np
+from PIL import Image
 import tensorflow_datasets as tfds
 
 from robust_distill.data import builder_info
 
 ARCHIVE = "tiny-imagenet-200.zip"
 HOW_TO_GET = (
-    "Tiny ImageNet was not found. Download tiny-imagenet-200.zip (http://cs231n.stanford.edu/"
-    "tiny-imagenet-200.zip), put it (or its extracted folder tiny-imagenet-200/) in a folder and "
-    "pass that folder as --config.data.manual_dir=FOLDER.")
+  "Tiny ImageNet was not found. Download tiny-imagenet-200.zip (http://cs231n.stanford.edu/"
+  "tiny-imagenet-200.zip), put it (or its extracted folder tiny-imagenet-200/) in a folder and "
+  "pass that folder as --config.data.manual_dir=FOLDER."
+)
 
 
 class _Tree:
@@ -48,14 +50,14 @@ class _Tree:
   def listdir(self, rel: str) -> list[str]:
     if self.zip is not None:
       pre = self.base + rel.rstrip("/") + "/"
-      return sorted({n[len(pre):].split("/")[0] for n in self.names
-                     if n.startswith(pre) and len(n) > len(pre)})
+      return sorted(
+        {n[len(pre) :].split("/")[0] for n in self.names if n.startswith(pre) and len(n) > len(pre)}
+      )
     return sorted(os.listdir(self.base + rel))
 
 
 def decode(data: bytes) -> np.ndarray:
   """A JPEG as a (64, 64, 3) uint8 array (grey-scale images are repeated over 3 channels)."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
   return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.uint8)
 
 
@@ -67,8 +69,11 @@ def read_examples(tree: _Tree, split: str):
       for f in tree.listdir(f"train/{w}/images"):
         yield f"train/{w}/images/{f}", w
   else:
-    rows = [line.split("\t") for line in tree.read("val/val_annotations.txt").decode()
-            .splitlines() if line.strip()]
+    rows = [
+      line.split("\t")
+      for line in tree.read("val/val_annotations.txt").decode().splitlines()
+      if line.strip()
+    ]
     for fname, w, *_ in sorted(rows):
       yield f"val/images/{fname}", w
 
@@ -81,18 +86,23 @@ class TinyImagenetManual(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     return builder_info.image_classification_info(
-        self, description="Tiny ImageNet: 64x64 colour images of 200 ImageNet classes.",
-        shape=(64, 64, 3), label=tfds.features.ClassLabel(num_classes=200),
-        homepage="http://cs231n.stanford.edu/tiny-imagenet-200.zip")
+      self,
+      description="Tiny ImageNet: 64x64 colour images of 200 ImageNet classes.",
+      shape=(64, 64, 3),
+      label=tfds.features.ClassLabel(num_classes=200),
+      homepage="http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+    )
 
   def _split_generators(self, dl_manager):
     try:
       root = os.fspath(dl_manager.manual_dir)
-    except Exception as e:  # pylint: disable=broad-except  # no manual dir configured
+    except Exception as e:  # no manual dir configured
       raise FileNotFoundError(HOW_TO_GET) from e
     tree = _Tree(root)
-    return {"train": self._generate_examples(tree, "train"),
-            "test": self._generate_examples(tree, "test")}
+    return {
+      "train": self._generate_examples(tree, "train"),
+      "test": self._generate_examples(tree, "test"),
+    }
 
   def _generate_examples(self, tree, split):
     classes = {w: i for i, w in enumerate(sorted(tree.read("wnids.txt").decode().split()))}

@@ -22,52 +22,74 @@ evaluated the same way, written to ``results/<suite>.md`` and ``results/<suite>.
 * ``smoke`` runs the same table on synthetic data in about a minute per entry (tests).
 """
 
+from robust_distill import cpu_devices
+
+cpu_devices.configure_from_argv()  # before JAX is imported: XLA reads the flag once
+
 import argparse
-import importlib.util
 import json
 import os
 import sys
 import time
 
-from robust_distill import hostdevices, methods
+from robust_distill import config as config_lib, workdir as workdir_lib
+from robust_distill.analysis import logits as logit_study
+from robust_distill.eval import report
+from robust_distill.experiments.markdown import budget, markdown
+from robust_distill.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # (entry, config file, student-loss overrides, label): the 13 methods and variants of the table.
-_METHODS = dict(pgd_at="PGD-AT", trades="TRADES", mart="MART", awp="AWP (AT-AWP)", ard="ARD",
-                rslad="RSLAD", iad="IAD-I", adaad="AdaAD", ltd_trades="LTD-TRADES",
-                ltd_awp="LTD-AWP", dgad="DGAD", agkd_bml="AGKD-BML")
-_LOGIT_MANIPULATIONS = (("none", "clean-only KD from the AT teacher"),
-                        ("nonmax_shuffle", "clean-only KD, non-max logits shuffled"),
-                        ("nonmax_mean", "clean-only KD, non-max logits averaged"))
+_METHODS = dict(
+  pgd_at="PGD-AT",
+  trades="TRADES",
+  mart="MART",
+  awp="AWP (AT-AWP)",
+  ard="ARD",
+  rslad="RSLAD",
+  iad="IAD-I",
+  adaad="AdaAD",
+  ltd_trades="LTD-TRADES",
+  ltd_awp="LTD-AWP",
+  dgad="DGAD",
+  agkd_bml="AGKD-BML",
+)
+_LOGIT_MANIPULATIONS = (
+  ("none", "clean-only KD from the AT teacher"),
+  ("nonmax_shuffle", "clean-only KD, non-max logits shuffled"),
+  ("nonmax_mean", "clean-only KD, non-max logits averaged"),
+)
 ENTRIES = tuple((k, k, {}, label) for k, label in _METHODS.items()) + tuple(
-    ("lm_" + mode.replace("nonmax_", ""), "logit_manipulation", {"kd_teacher_transform": mode},
-     label) for mode, label in _LOGIT_MANIPULATIONS)
-# The distilled students that issue 5 compares with PGD-AT (PGD-20 at least PGD-AT's minus 1).
-DISTILLED = ("rslad", "adaad", "ltd_trades", "ltd_awp", "dgad")
+  ("lm_" + mode.replace("nonmax_", ""), "logit_manipulation", {"kd_teacher_transform": mode}, label)
+  for mode, label in _LOGIT_MANIPULATIONS
+)
 
 
 def load_config(name: str, arg: str):
-  path = os.path.join(ROOT, "configs", name + ".py")
-  spec = importlib.util.spec_from_file_location(f"config_{name}", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  """``configs/<name>.py``'s ``get_config(arg)``."""
+  return config_lib.load(os.path.join(ROOT, "configs", f"{name}.py:{arg}"))
 
 
 # The teachers the table trains once: name -> (workdir, config file, teacher-stage overrides).
 TEACHERS = {
-    "robust": ("teacher_shared", "fmnist_ltd", {}),
-    "clean": ("teacher_clean", "agkd_bml", {}),
-    "standard": ("standard", "agkd_bml", {"loss.label_smoothing": 0.0}),
+  "robust": ("teacher_shared", "fmnist_ltd", {}),
+  "clean": ("teacher_clean", "agkd_bml", {}),
+  "standard": ("standard", "agkd_bml", {"loss.label_smoothing": 0.0}),
 }
+
+
+def teacher_kind(c) -> str:
+  """'clean' for a config whose teacher is trained without attacks (AGKD-BML), else 'robust'."""
+  return "clean" if c.teacher.attack.steps == 0 else "robust"
 
 
 def teacher_config(kind: str, suite: str):
   """The config that trains teacher ``kind`` of ``TEACHERS`` (its teacher stage only)."""
   _, cfg_name, overrides = TEACHERS[kind]
-  c = load_config(cfg_name, "smoke" if suite == "smoke" else
-                  ("" if cfg_name == "fmnist_ltd" else suite))
+  c = load_config(
+    cfg_name, "smoke" if suite == "smoke" else ("" if cfg_name == "fmnist_ltd" else suite)
+  )
   c.stages = "teacher"
   c.teacher.workdir = ""
   for path, value in overrides.items():
@@ -76,12 +98,13 @@ def teacher_config(kind: str, suite: str):
   return c
 
 
-def entry_config(entry, suite: str, workdir: str, *, eval_n: int, autoattack_n: int,
-                 check_n: int = 64):
+def entry_config(
+  entry, suite: str, workdir: str, *, eval_n: int, autoattack_n: int, check_n: int = 64
+):
   _, cfg_name, overrides, _ = entry
   c = load_config(cfg_name, suite)
   c.student.loss.update(overrides)
-  kind = methods.RECIPES[cfg_name].get("teacher_kind", "robust")
+  kind = teacher_kind(c)
   c.teacher.workdir = os.path.join(workdir, TEACHERS[kind][0], "teacher")
   c.stages = ",".join(s for s in c.stages.split(",") if s != "teacher")
   c.eval.n = eval_n
@@ -95,69 +118,13 @@ def entry_config(entry, suite: str, workdir: str, *, eval_n: int, autoattack_n: 
   return c
 
 
-def _pct(v):
-  return f"{100 * v:.2f}"
-
-
-def _points(r, ref) -> float:
-  """PGD accuracy of row ``r`` minus the reference row's, in points (2 decimals)."""
-  return round(100 * (r["pgd_acc"] - ref["pgd_acc"]), 2)
-
-
-def markdown(rows: list[dict], meta: dict) -> str:
-  ref = next((r for r in rows if r["entry"] == "pgd_at" and "error" not in r), None)
-  lines = [f"# Results: {meta['suite']}", "",
-           f"Produced by `{meta['command']}` at commit `{meta['git_commit']}` "
-           f"({meta['wall_time']}, {meta['machine']}).", "",
-           f"Every student: {meta['student']}. Robust accuracy at L-inf eps = {meta['eps']}: "
-           f"PGD-{meta['pgd_steps']} and CW-{meta['cw_steps']} on the first {meta['eval_n']} "
-           f"test points, AutoAttack (standard) on the first {meta['autoattack_n']}, with its "
-           "honesty checks (AA checks). 'vs PGD-AT' is the PGD-"
-           f"{meta['pgd_steps']} accuracy minus PGD-AT's, in points; 'time' is the entry's "
-           "training plus evaluation.", ""]
-  for t in meta.get("teachers", []):
-    lines.append(f"* {t['label']}: validation {_pct(t['val_clean'])}% clean, "
-                 f"{_pct(t['val_pgd'])}% PGD-{t['val_pgd_steps']} ({t['minutes']:.1f} min).")
-  lines += ["", f"| method | clean | PGD-{meta['pgd_steps']} | vs PGD-AT | CW-{meta['cw_steps']} "
-            "| AutoAttack | AA checks | time |", "|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    if "error" in r:
-      lines.append(f"| {r['label']} | not run: {r['error']} | | | | | | |")
-      continue
-    aa = _pct(r["autoattack_acc"]) if "autoattack_acc" in r else "-"
-    ok = {True: "ok", False: "FLAGS", None: "-"}[r.get("autoattack_checks_ok")]
-    vs = f"{_points(r, ref):+.2f}" if ref else "-"
-    lines.append(f"| {r['label']} | {_pct(r['clean_acc'])} | {_pct(r['pgd_acc'])} | {vs} | "
-                 f"{_pct(r['cw_acc'])} | {aa} | {ok} | {r.get('minutes', 0):.1f} min |")
-  cmp = [(r["label"], _points(r, ref)) for r in rows
-         if ref and r["entry"] in DISTILLED and "error" not in r]
-  if cmp:
-    lines += ["", f"Distilled students against PGD-AT's PGD-{meta['pgd_steps']} accuracy minus 1 "
-              "point (the bar they should clear): " + "; ".join(
-                  f"{label} {d:+.2f} ({'clears' if d >= -1 else 'misses'})" for label, d in cmp)
-              + "."]
-  if meta.get("logit_study"):
-    lines += ["", f"Logit-distribution study (standard vs adversarially trained model): "
-              f"[{meta['logit_study']}/report.md]({meta['logit_study']}/report.md)."]
-  return "\n".join(lines) + "\n"
-
-
-def _budget(s) -> str:
-  o, a = s.optim, s.attack
-  return (f"{s.model}, {o.epochs:g} epoch(s) of batch {s.batch_size}, {a.steps}-step training "
-          f"attack of step {a.step_size:g}, {o.name.upper()} lr {o.lr:g} {o.schedule}, "
-          f"wd {o.weight_decay:g}")
-
-
-def _timed_run(cfg, wd: str, loop) -> float:
+def _timed_run(cfg, wd: str) -> float:
   """Runs ``cfg`` in ``wd`` unless it finished before; returns its recorded minutes."""
   tt = os.path.join(wd, "table_time.json")
   if not os.path.exists(tt):
     t = time.perf_counter()
     loop.run(cfg, wd)
-    os.makedirs(wd, exist_ok=True)
-    with open(tt, "w") as f:
-      json.dump({"seconds": time.perf_counter() - t}, f)
+    report.write_json(tt, {"seconds": time.perf_counter() - t})
   with open(tt) as f:
     return json.load(f)["seconds"] / 60
 
@@ -165,69 +132,92 @@ def _timed_run(cfg, wd: str, loop) -> float:
 def _teacher_row(kind: str, wd: str, minutes: float) -> dict:
   with open(os.path.join(wd, "teacher", "done.json")) as f:
     v = json.load(f)["final_val"]
-  label = {"robust": "Shared TRADES teacher", "clean": "AGKD-BML's clean teacher (CE, label "
-           "smoothing 0.5)", "standard": "Standard model of the logit study (plain CE)"}[kind]
-  return {"kind": kind, "label": label, "val_clean": v["val/clean_acc"],
-          "val_pgd": v["val/pgd_acc"], "minutes": minutes}
+  label = {
+    "robust": "Shared TRADES teacher",
+    "clean": "AGKD-BML's clean teacher (CE, label smoothing 0.5)",
+    "standard": "Standard model of the logit study (plain CE)",
+  }[kind]
+  return {
+    "kind": kind,
+    "label": label,
+    "val_clean": v["val/clean_acc"],
+    "val_pgd": v["val/pgd_acc"],
+    "minutes": minutes,
+  }
 
 
-def run(suite: str, workdir: str, *, out_dir: str, eval_n: int, autoattack_n: int,
-        check_n: int = 64, only: list[str] | None = None, study_n: int = 2000) -> list[dict]:
+def run(
+  suite: str,
+  workdir: str,
+  *,
+  out_dir: str,
+  eval_n: int,
+  autoattack_n: int,
+  check_n: int = 64,
+  only: list[str] | None = None,
+  study_n: int = 2000,
+) -> list[dict]:
   """Trains and evaluates the teachers and the entries (all, or those in ``only``), runs the
   logit study, and writes ``out_dir/<suite>.md``, ``.json`` and ``<suite>_logits/``."""
-  # pylint: disable=import-outside-toplevel
-  from robust_distill import config as config_lib
-  from robust_distill.analysis import logits as logit_study
-  from robust_distill.train import loop
   t0 = time.perf_counter()
   entries = [e for e in ENTRIES if not only or e[0] in only]
-  kinds = {methods.RECIPES[e[1]].get("teacher_kind", "robust") for e in entries}
+  kinds = {teacher_kind(load_config(e[1], suite)) for e in entries}
   teachers = []
   for kind in [k for k in TEACHERS if k in kinds | {"robust", "standard"}]:
     wd = os.path.join(workdir, TEACHERS[kind][0])
     loop.log(f"[table] teacher {kind!r} in {wd}")
-    minutes = _timed_run(teacher_config(kind, suite), wd, loop)
+    minutes = _timed_run(teacher_config(kind, suite), wd)
     teachers.append(_teacher_row(kind, wd, minutes))
   rows = []
   for entry in entries:
     name, _, _, label = entry
     wd = os.path.join(workdir, name)
-    cfg = entry_config(entry, suite, workdir, eval_n=eval_n, autoattack_n=autoattack_n,
-                       check_n=check_n)
+    cfg = entry_config(
+      entry, suite, workdir, eval_n=eval_n, autoattack_n=autoattack_n, check_n=check_n
+    )
     config_lib.validate(cfg)
     loop.log(f"[table] {label} in {wd}")
-    minutes = _timed_run(cfg, wd, loop)
+    minutes = _timed_run(cfg, wd)
     with open(os.path.join(wd, "eval.json")) as f:
       rows.append({"entry": name, "label": label, "minutes": minutes, **json.load(f)})
   study_dir = os.path.join(out_dir, f"{suite}_logits")
-  cmp = logit_study.study(os.path.join(workdir, TEACHERS["standard"][0]),
-                          os.path.join(workdir, TEACHERS["robust"][0]), study_dir, n=study_n)
+  cmp = logit_study.study(
+    os.path.join(workdir, TEACHERS["standard"][0]),
+    os.path.join(workdir, TEACHERS["robust"][0]),
+    study_dir,
+    n=study_n,
+  )
   wall = time.perf_counter() - t0
   total = sum(t["minutes"] for t in teachers) + sum(r["minutes"] for r in rows)
   val_steps = teacher_config("robust", suite).eval.val_pgd_steps
-  meta = {"suite": suite, "command": " ".join(["python -m robust_distill.experiments.table"]
-                                              + sys.argv[1:]),
-          "git_commit": loop._git_commit(),  # pylint: disable=protected-access
-          "wall_time": f"{wall / 60:.1f} min this invocation; {total:.1f} min of training and "
-                       "evaluation in all",
-          "wall_seconds": wall, "total_minutes": total,
-          "machine": f"{os.cpu_count()} CPU cores", "eps": rows[0].get("eps") if rows else None,
-          "eval_n": rows[0].get("n") if rows else eval_n,
-          "autoattack_n": rows[0].get("autoattack_n") if rows else autoattack_n,
-          "pgd_steps": rows[0].get("pgd_steps") if rows else 20,
-          "cw_steps": rows[0].get("cw_steps") if rows else 30,
-          "student": _budget(entry_config(ENTRIES[0], suite, workdir, eval_n=eval_n,
-                                          autoattack_n=autoattack_n).student),
-          "teachers": [dict(t, val_pgd_steps=val_steps) for t in teachers],
-          "logit_study": os.path.basename(study_dir),
-          "logit_study_spearman": cmp["spearman_confidence"]}
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, f"{suite}.json"), "w") as f:
-    json.dump({"meta": meta, "rows": rows}, f, indent=1)
+  meta = {
+    "suite": suite,
+    "command": " ".join(["python -m robust_distill.experiments.table"] + sys.argv[1:]),
+    "git_commit": workdir_lib.git_commit(),
+    "wall_time": f"{wall / 60:.1f} min this invocation; {total:.1f} min of training and "
+    "evaluation in all",
+    "wall_seconds": wall,
+    "total_minutes": total,
+    "machine": f"{os.cpu_count()} CPU cores",
+    "eps": rows[0].get("eps") if rows else None,
+    "eval_n": rows[0].get("n") if rows else eval_n,
+    "autoattack_n": rows[0].get("autoattack_n") if rows else autoattack_n,
+    "pgd_steps": rows[0].get("pgd_steps") if rows else 20,
+    "cw_steps": rows[0].get("cw_steps") if rows else 30,
+    "student": budget(
+      entry_config(ENTRIES[0], suite, workdir, eval_n=eval_n, autoattack_n=autoattack_n).student
+    ),
+    "teachers": [dict(t, val_pgd_steps=val_steps) for t in teachers],
+    "logit_study": os.path.basename(study_dir),
+    "logit_study_spearman": cmp["spearman_confidence"],
+  }
+  report.write_json(os.path.join(out_dir, f"{suite}.json"), {"meta": meta, "rows": rows})
   with open(os.path.join(out_dir, f"{suite}.md"), "w") as f:
     f.write(markdown(rows, meta))
-  loop.log(f"[table] wrote {out_dir}/{suite}.md; wall time {wall / 60:.1f} min this invocation "
-           f"({total:.1f} min of training and evaluation in all)")
+  loop.log(
+    f"[table] wrote {out_dir}/{suite}.md; wall time {wall / 60:.1f} min this invocation "
+    f"({total:.1f} min of training and evaluation in all)"
+  )
   return rows
 
 
@@ -241,12 +231,23 @@ def main(argv=None):
   p.add_argument("--check_n", type=int, default=64, help="points of the AA honesty checks")
   p.add_argument("--study_n", type=int, default=2000, help="test points of the logit study")
   p.add_argument("--only", default="", help="comma-separated entries (default: all)")
-  p.add_argument("--host_devices", type=int, default=hostdevices.DEFAULT_HOST_DEVICES)
+  p.add_argument(
+    cpu_devices.FLAG,
+    type=int,
+    default=cpu_devices.DEFAULT_HOST_DEVICES,
+    help="CPU host devices (read before JAX starts)",
+  )
   a = p.parse_args(argv)
-  hostdevices.configure(a.host_devices)
-  run(a.suite, a.workdir or f"runs/table_{a.suite}", out_dir=a.out_dir, eval_n=a.eval_n,
-      autoattack_n=a.autoattack_n, check_n=a.check_n, study_n=a.study_n,
-      only=[s for s in a.only.split(",") if s] or None)
+  run(
+    a.suite,
+    a.workdir or f"runs/table_{a.suite}",
+    out_dir=a.out_dir,
+    eval_n=a.eval_n,
+    autoattack_n=a.autoattack_n,
+    check_n=a.check_n,
+    study_n=a.study_n,
+    only=[s for s in a.only.split(",") if s] or None,
+  )
 
 
 if __name__ == "__main__":

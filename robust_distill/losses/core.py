@@ -11,8 +11,29 @@ import jax
 import jax.numpy as jnp
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0
-                  ) -> jax.Array:
+def _others(values: jax.Array, labels: jax.Array) -> jax.Array:
+  """``values`` with the true class's entry set to -inf."""
+  onehot = jax.nn.one_hot(labels, values.shape[-1], dtype=bool)
+  return jnp.where(onehot, -jnp.inf, values)
+
+
+def largest_other_logit(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  r"""The largest entry among the wrong classes, ``max_{j != y} z_j``, per example.
+
+  Used by the CW margin, MART's margin (on probabilities), the Square attack's margin and
+  DGAD's label swap. Works on any ``[batch, classes]`` scores.
+  """
+  return jnp.max(_others(logits, labels), axis=-1)
+
+
+def most_confusing_class(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """``argmax_{c != y} z_c``: the strongest wrong class of each example (AGKD-BML's target)."""
+  return jnp.argmax(_others(logits, labels), axis=-1)
+
+
+def cross_entropy(
+  logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0
+) -> jax.Array:
   r"""Softmax cross-entropy with integer labels, optionally label-smoothed.
 
   .. math:: \ell_i = -\sum_c q_{ic} \log \mathrm{softmax}(z_i)_c, \quad
@@ -62,9 +83,14 @@ def trades_kl(clean_logits: jax.Array, adv_logits: jax.Array) -> jax.Array:
   return kl_logits(clean_logits, adv_logits)
 
 
-def soft_label_kd(teacher_logits: jax.Array, student_logits: jax.Array, *,
-                  teacher_temperature: float = 1.0, student_temperature: float = 1.0,
-                  temperature_scale: float = 1.0) -> jax.Array:
+def soft_label_kd(
+  teacher_logits: jax.Array,
+  student_logits: jax.Array,
+  *,
+  teacher_temperature: float = 1.0,
+  student_temperature: float = 1.0,
+  temperature_scale: float = 1.0,
+) -> jax.Array:
   r"""Distillation to teacher soft labels at separate teacher and student temperatures.
 
   .. math:: \ell_i = s \cdot \mathrm{KL}\big(\mathrm{softmax}(z^T_i/\tau_T) \,\|\,
@@ -90,16 +116,20 @@ def cw_margin(logits: jax.Array, labels: jax.Array, *, confidence: float = 0.0) 
   """
   onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=bool)
   true = jnp.sum(jnp.where(onehot, logits, 0.0), axis=-1)
-  other = jnp.max(jnp.where(onehot, -jnp.inf, logits), axis=-1)
-  m = other - true
+  m = largest_other_logit(logits, labels) - true
   return jnp.maximum(m, -confidence) if confidence > 0 else m
 
 
 REDUCTIONS = ("mean", "sum", "mean_all")
 
 
-def reduce(per_example: jax.Array, *, reduction: str = "mean", num_classes: int = 1,
-           weights: jax.Array | None = None) -> jax.Array:
+def reduce(
+  per_example: jax.Array,
+  *,
+  reduction: str = "mean",
+  num_classes: int = 1,
+  weights: jax.Array | None = None,
+) -> jax.Array:
   """Reduces per-example values to a scalar.
 
   ``mean`` = batchmean (sum / B); ``sum``; ``mean_all`` = sum / (B * C), PyTorch's default

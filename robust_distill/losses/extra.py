@@ -1,9 +1,11 @@
 """More per-example terms of the loss vocabulary: MART, attention transfer, the BML triplet, and
-AutoAttack's DLR margins. Pure functions of arrays returning ``[batch]`` values; the training
-step's config vocabulary (``robust_distill.train.step.LOSS_TERMS``) is built on them."""
+AutoAttack's DLR margins. Pure functions of arrays returning ``[batch]`` values; the term
+registry (``robust_distill.losses.terms``) is built on them."""
 
 import jax
 import jax.numpy as jnp
+
+from robust_distill.losses.core import largest_other_logit
 
 
 def mart_margin(adv_logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -14,9 +16,7 @@ def mart_margin(adv_logits: jax.Array, labels: jax.Array) -> jax.Array:
   .. math:: \ell_i = -\log(1.0001 - p'_{i y'_i} + 10^{-12}),\quad
      y'_i = \arg\max_{k \ne y_i} p'_{ik}
   """
-  p = jax.nn.softmax(adv_logits, -1)
-  onehot = jax.nn.one_hot(labels, p.shape[-1], dtype=bool)
-  p_other = jnp.max(jnp.where(onehot, -jnp.inf, p), -1)
+  p_other = largest_other_logit(jax.nn.softmax(adv_logits, -1), labels)
   return -jnp.log(1.0001 - p_other + 1e-12)
 
 
@@ -31,8 +31,9 @@ def mart_boosted_ce(adv_logits: jax.Array, labels: jax.Array) -> jax.Array:
   return ce + mart_margin(adv_logits, labels)
 
 
-def mart_weighted_kl(clean_logits: jax.Array, adv_logits: jax.Array, labels: jax.Array
-                     ) -> jax.Array:
+def mart_weighted_kl(
+  clean_logits: jax.Array, adv_logits: jax.Array, labels: jax.Array
+) -> jax.Array:
   r"""MART's misclassification-weighted KL, as in the official code (nothing detached).
 
   .. math:: \ell_i = \sum_c p_{ic}(\log p_{ic} - \log(p'_{ic} + 10^{-12}))\,
@@ -72,8 +73,14 @@ def angular_distance(u: jax.Array, v: jax.Array) -> jax.Array:
   return 1.0 - jnp.minimum(num, den) / (den + 1e-12)
 
 
-def bml_triplet(anchor: jax.Array, positive: jax.Array, negative: jax.Array, *,
-                margin: float = 0.03, l2_weight: float = 0.001) -> jax.Array:
+def bml_triplet(
+  anchor: jax.Array,
+  positive: jax.Array,
+  negative: jax.Array,
+  *,
+  margin: float = 0.03,
+  l2_weight: float = 0.001,
+) -> jax.Array:
   r"""AGKD-BML's bidirectional metric-learning triplet loss on embeddings, with its L2 term.
 
   .. math:: \ell_i = \max(0, m + D(a_i, p_i) - D(a_i, n_i))
@@ -82,8 +89,9 @@ def bml_triplet(anchor: jax.Array, positive: jax.Array, negative: jax.Array, *,
   ``D`` is the angular distance; the bars are means over the embedding dimensions, so the batch
   mean of ``l`` equals the official code's ``mean(a^2) + mean(p^2) + mean(n^2)`` regulariser.
   """
-  hinge = jnp.maximum(0.0, margin + angular_distance(anchor, positive)
-                      - angular_distance(anchor, negative))
+  hinge = jnp.maximum(
+    0.0, margin + angular_distance(anchor, positive) - angular_distance(anchor, negative)
+  )
   reg = jnp.mean(anchor**2, -1) + jnp.mean(positive**2, -1) + jnp.mean(negative**2, -1)
   return hinge + l2_weight * reg
 
@@ -109,3 +117,34 @@ def dlr_targeted(logits: jax.Array, labels: jax.Array, targets: jax.Array) -> ja
   z_y = jnp.take_along_axis(logits, labels[:, None], -1)[:, 0]
   z_t = jnp.take_along_axis(logits, targets[:, None], -1)[:, 0]
   return -(z_y - z_t) / (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12)
+
+
+# Where AGKD-BML's negatives (clean images of the most confusing class) come from.
+NEGATIVE_SOURCES = ("pool", "batch")
+
+
+def select_negatives(source: str, key, classes, x, y, pool=None):
+  """AGKD-BML's negatives: for each example a clean image ``x2`` of class ``classes[i]``.
+
+  ``source='pool'``: a uniform draw from ``pool`` (``[C, K, ...]`` images in [0, 1], K random
+  training images per class that the input pipeline samples for every batch); ``'batch'``: a
+  uniform draw among the examples of the same batch labelled ``classes[i]``. Returns
+  ``(x2, valid)``; ``valid`` is False where the batch holds no image of that class (then ``x2``
+  is the example itself and the terms that use it are masked).
+  """
+  if source == "pool":
+    if pool is None:
+      raise ValueError(
+        "loss.bml_negative='pool' needs the batch's 'pool_image' (the input "
+        "pipeline adds it when terms.class_pool_size(stage) > 0)"
+      )
+    k = jax.random.randint(key, classes.shape, 0, pool.shape[1])
+    return pool[classes, k], jnp.ones(classes.shape, bool)
+  if source != "batch":
+    raise ValueError(f"Unknown bml_negative {source!r}; valid: {list(NEGATIVE_SOURCES)}")
+  match = y[None, :] == classes[:, None]
+  score = jnp.where(match, jax.random.uniform(key, match.shape), -1.0)
+  j = jnp.argmax(score, -1)
+  valid = jnp.any(match, -1)
+  j = jnp.where(valid, j, jnp.arange(y.shape[0]))
+  return x[j], valid

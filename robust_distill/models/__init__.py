@@ -1,48 +1,8 @@
-"""Model registry: models are chosen by name in configs. ``from_torch`` imports PyTorch /
-RobustBench weights (``robust_distill.models.torch_import``)."""
+"""Models chosen by name in configs (``registry``), the pure ``make_apply`` wrapper, and
+``from_torch``, which imports PyTorch / RobustBench weights (``torch_import``)."""
 
-from flax import nnx
+from robust_distill.models.apply import make_apply
+from robust_distill.models.registry import MODELS, build, build_for_data, check_name
+from robust_distill.models.torch_import import from_torch
 
-from robust_distill.models.resnet import PreActResNet18, ResNet18, ResNet50, WideResNet
-from robust_distill.models.small_cnn import SmallCNN
-
-MODELS = {
-    "small_cnn": SmallCNN,
-    "resnet18": ResNet18,
-    "preact_resnet18": PreActResNet18,
-    "resnet50": ResNet50,
-    "wrn34_10": lambda **kw: WideResNet(depth=34, widen=10, **kw),
-    "wrn34_20": lambda **kw: WideResNet(depth=34, widen=20, **kw),
-    "wrn28_10": lambda **kw: WideResNet(depth=28, widen=10, **kw),
-    "wide_resnet": WideResNet,
-}
-
-
-def check_name(name: str) -> None:
-  if name not in MODELS:
-    raise ValueError(f"Unknown model {name!r}; valid models: {sorted(MODELS)}")
-
-
-def build(name: str, *, seed: int = 0, **kwargs) -> nnx.Module:
-  """Builds model ``name`` with keyword arguments from the config (plain numbers/tuples)."""
-  check_name(name)
-  return MODELS[name](rngs=nnx.Rngs(seed), **kwargs)
-
-
-def build_for_data(name: str, model_kwargs, *, num_classes: int, image_shape, seed: int = 0
-                   ) -> nnx.Module:
-  """Builds model ``name`` for a dataset: ``num_classes`` and the input channels (and, for the
-  small CNN, the image size) are filled in unless ``model_kwargs`` sets them."""
-  kw = dict(model_kwargs)
-  kw.setdefault("num_classes", num_classes)
-  kw.setdefault("in_channels", image_shape[-1])
-  if name == "small_cnn":
-    kw.setdefault("image_size", image_shape[0])
-  return build(name, seed=seed, **kw)
-
-
-def from_torch(path_or_state_dict, arch: str, **kwargs) -> nnx.Module:
-  """A model of ``arch`` with the weights of a PyTorch ``state_dict`` file (loaded with
-  ``weights_only=True``); see ``robust_distill.models.torch_import``."""
-  from robust_distill.models import torch_import  # pylint: disable=import-outside-toplevel
-  return torch_import.from_torch(path_or_state_dict, arch, **kwargs)
+__all__ = ["MODELS", "build", "build_for_data", "check_name", "from_torch", "make_apply"]

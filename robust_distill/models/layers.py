@@ -10,7 +10,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   Same values as ``nnx.max_pool(x, (2, 2), (2, 2))`` and the same gradients almost everywhere
   (ties aside), but XLA:CPU differentiates it far faster than ``reduce_window``, whose
   ``select_and_scatter`` gradient dominates an adversarial training step on CPU
-  (shared/docs/cpu-performance.md: 605 ms vs 326 ms per PGD-10 step).
+  (docs/performance.md: 605 ms vs 326 ms per PGD-10 step).
   Odd spatial sizes are cropped, as VALID pooling does.
   """
   n, h, w, c = x.shape

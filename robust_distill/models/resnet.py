@@ -7,7 +7,7 @@ in [0, 1]; per-channel normalisation is inside the model (identity by default, a
 models expect raw [0, 1] inputs).
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from flax import nnx
 import jax
@@ -22,8 +22,15 @@ def _bn(c, rngs):
 
 def _conv(i, o, k, stride, rngs):
   pad = k // 2
-  return nnx.Conv(i, o, kernel_size=(k, k), strides=(stride, stride),
-                  padding=((pad, pad), (pad, pad)), use_bias=False, rngs=rngs)
+  return nnx.Conv(
+    i,
+    o,
+    kernel_size=(k, k),
+    strides=(stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    use_bias=False,
+    rngs=rngs,
+  )
 
 
 def _classify(head, h, feats, return_features):
@@ -41,7 +48,8 @@ def _projection(cin, cout, stride, rngs):
   ``None`` (identity)."""
   needs = stride != 1 or cin != cout
   return nnx.data(
-      nnx.Sequential(_conv(cin, cout, 1, stride, rngs), _bn(cout, rngs)) if needs else None)
+    nnx.Sequential(_conv(cin, cout, 1, stride, rngs), _bn(cout, rngs)) if needs else None
+  )
 
 
 def _run_blocks(blocks, stage_ends, h):
@@ -73,9 +81,17 @@ class BasicBlock(nnx.Module):
 class ResNet18(nnx.Module):
   """ResNet-18 in its CIFAR form (He et al. 2016; the form used by RSLAD/AdaAD/DGAD students)."""
 
-  def __init__(self, *, num_classes: int = 10, in_channels: int = 3,
-               stages: Sequence[int] = (2, 2, 2, 2), width: int = 64,
-               mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    stages: Sequence[int] = (2, 2, 2, 2),
+    width: int = 64,
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    rngs: nnx.Rngs,
+  ):
     self.mean, self.std = tuple(mean), tuple(std)
     self.conv1, self.bn1 = _conv(in_channels, width, 3, 1, rngs), _bn(width, rngs)
     blocks, cin = [], width
@@ -114,9 +130,17 @@ class PreActBlock(nnx.Module):
 class PreActResNet18(nnx.Module):
   """PreAct-ResNet-18 in its CIFAR form with a final BatchNorm (RobustBench / Rice et al.)."""
 
-  def __init__(self, *, num_classes: int = 10, in_channels: int = 3,
-               stages: Sequence[int] = (2, 2, 2, 2), width: int = 64,
-               mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    stages: Sequence[int] = (2, 2, 2, 2),
+    width: int = 64,
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    rngs: nnx.Rngs,
+  ):
     self.mean, self.std = tuple(mean), tuple(std)
     self.conv1 = _conv(in_channels, width, 3, 1, rngs)
     blocks, cin = [], width
@@ -157,9 +181,17 @@ class ResNet50(nnx.Module):
   bottleneck stages (3, 4, 6, 3). Inputs NHWC in [0, 1]; ``mean``/``std`` default to the
   ImageNet statistics, applied inside the model (attacks work in [0, 1] pixel space)."""
 
-  def __init__(self, *, num_classes: int = 1000, in_channels: int = 3,
-               stages: Sequence[int] = (3, 4, 6, 3), width: int = 64,
-               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    stages: Sequence[int] = (3, 4, 6, 3),
+    width: int = 64,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    rngs: nnx.Rngs,
+  ):
     self.mean, self.std = tuple(mean), tuple(std)
     self.conv1, self.bn1 = _conv(in_channels, width, 7, 2, rngs), _bn(width, rngs)
     blocks, cin = [], width
@@ -196,8 +228,17 @@ class WideBlock(nnx.Module):
 class WideResNet(nnx.Module):
   """WideResNet-depth-widen in its CIFAR form (WRN-34-10 for TRADES/LTD teachers)."""
 
-  def __init__(self, *, num_classes: int = 10, in_channels: int = 3, depth: int = 34,
-               widen: int = 10, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    depth: int = 34,
+    widen: int = 10,
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    rngs: nnx.Rngs,
+  ):
     if (depth - 4) % 6:
       raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
     n = (depth - 4) // 6
@@ -209,8 +250,9 @@ class WideResNet(nnx.Module):
     for g in range(3):
       blocks = []
       for j in range(n):
-        blocks.append(WideBlock(cin, widths[g + 1], (1 if g == 0 else 2) if j == 0 else 1,
-                                rngs=rngs))
+        blocks.append(
+          WideBlock(cin, widths[g + 1], (1 if g == 0 else 2) if j == 0 else 1, rngs=rngs)
+        )
         cin = widths[g + 1]
       groups.append(nnx.List(blocks))
     self.groups = nnx.List(groups)

@@ -17,9 +17,18 @@ class SmallCNN(nnx.Module):
   classifier) and the penultimate ``embedding``.
   """
 
-  def __init__(self, *, num_classes: int = 10, in_channels: int = 1, width: int = 32,
-               hidden: int = 200, image_size: int = 28, mean=(0.5,), std=(0.5,),
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    width: int = 32,
+    hidden: int = 200,
+    image_size: int = 28,
+    mean=(0.5,),
+    std=(0.5,),
+    rngs: nnx.Rngs,
+  ):
     w = width
     self.mean, self.std = tuple(mean), tuple(std)
     conv = lambda i, o: nnx.Conv(i, o, kernel_size=(3, 3), padding="VALID", rngs=rngs)

@@ -31,17 +31,33 @@ from flax import nnx
 import jax
 import numpy as np
 
-from robust_distill import models
+from robust_distill.models import registry
 
-ARCHS = ("wrn34_10", "wrn34_20", "wrn28_10", "wide_resnet", "resnet18", "preact_resnet18",
-         "resnet50")
+ARCHS = (
+  "wrn34_10",
+  "wrn34_20",
+  "wrn28_10",
+  "wide_resnet",
+  "resnet18",
+  "preact_resnet18",
+  "resnet50",
+)
 _WRAPPERS = ("state_dict", "model_state_dict", "net", "model")
 _PREFIXES = ("module.", "model.")
 # Keys that PyTorch models carry but that do not change the function in eval mode.
-_IGNORED = (r".*num_batches_tracked$", r"^sub_block1\..*", r"^(mu|sigma|mean|std)$",
-            r"^normalize\..*")
-_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
-         "var": "running_var"}
+_IGNORED = (
+  r".*num_batches_tracked$",
+  r"^sub_block1\..*",
+  r"^(mu|sigma|mean|std)$",
+  r"^normalize\..*",
+)
+_LEAF = {
+  "kernel": "weight",
+  "scale": "weight",
+  "bias": "bias",
+  "mean": "running_mean",
+  "var": "running_var",
+}
 
 
 def _stage_and_index(stages, k):
@@ -84,14 +100,17 @@ def _to_flax(value: np.ndarray, ndim: int) -> np.ndarray:
 
 def read_state_dict(path: str) -> dict:
   """A PyTorch file's ``state_dict`` as numpy arrays (``weights_only=True``; wrappers removed)."""
-  import torch  # pylint: disable=import-outside-toplevel
+  import torch  # noqa: PLC0415  (optional dependency: only reading a PyTorch file needs it)
+
   if not os.path.exists(path):
     raise FileNotFoundError(f"no PyTorch checkpoint at {path}")
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f"{path} cannot be read as a weights-only PyTorch file (it may hold "
-                     f"pickled code, which is never executed here): {e}") from e
+  except Exception as e:  # any unpickling failure means: not a weights-only file
+    raise ValueError(
+      f"{path} cannot be read as a weights-only PyTorch file (it may hold "
+      f"pickled code, which is never executed here): {e}"
+    ) from e
   while isinstance(obj, dict) and not any(hasattr(v, "shape") for v in obj.values()):
     inner = [k for k in _WRAPPERS if isinstance(obj.get(k), dict)]
     if not inner:
@@ -103,29 +122,32 @@ def read_state_dict(path: str) -> dict:
       continue
     for pre in _PREFIXES:
       if k.startswith(pre):
-        k = k[len(pre):]
+        k = k[len(pre) :]
     out[k] = v.detach().cpu().numpy()
   return out
 
 
-def from_torch(path_or_state_dict, arch: str, *, num_classes: int | None = None, **model_kwargs
-               ) -> nnx.Module:
+def from_torch(
+  path_or_state_dict, arch: str, *, num_classes: int | None = None, **model_kwargs
+) -> nnx.Module:
   """Builds ``arch`` with the weights of a PyTorch ``state_dict`` (a file path or a dict of
   arrays), in eval mode. ``num_classes`` defaults to the size of the classifier in the file;
   other keyword arguments go to the model (``mean``, ``std``, ``in_channels``, ``width``...)."""
   if arch not in ARCHS:
     raise ValueError(f"Unknown arch {arch!r} for a PyTorch import; valid: {list(ARCHS)}")
-  sd = (read_state_dict(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike))
-        else {k: np.asarray(v) for k, v in path_or_state_dict.items()})
+  sd = (
+    read_state_dict(path_or_state_dict)
+    if isinstance(path_or_state_dict, (str, os.PathLike))
+    else {k: np.asarray(v) for k, v in path_or_state_dict.items()}
+  )
   head = {"resnet50": "fc", "resnet18": "linear", "preact_resnet18": "linear"}.get(arch, "fc")
   if num_classes is None:
     if f"{head}.weight" not in sd:
       raise ValueError(f"the state_dict has no classifier {head}.weight; pass num_classes")
     num_classes = sd[f"{head}.weight"].shape[0]
-  model = models.build(arch, num_classes=num_classes, **model_kwargs)
+  model = registry.build(arch, num_classes=num_classes, **model_kwargs)
   stages = getattr(model, "stage_ends", None)
-  stages = (tuple(b - a for a, b in zip((-1,) + stages[:-1], stages)) if stages
-            else (2, 2, 2, 2))
+  stages = tuple(b - a for a, b in zip((-1,) + stages[:-1], stages)) if stages else (2, 2, 2, 2)
   state = nnx.state(model)
   pure = nnx.to_pure_dict(state)
   flat = jax.tree_util.tree_flatten_with_path(pure)[0]
@@ -134,22 +156,28 @@ def from_torch(path_or_state_dict, arch: str, *, num_classes: int | None = None,
     path = tuple(getattr(k, "key", getattr(k, "idx", k)) for k in p)
     wanted[torch_key(arch, path, stages)] = (path, np.shape(v))
   missing = sorted(set(wanted) - set(sd))
-  extra = sorted(k for k in set(sd) - set(wanted)
-                 if not any(re.match(pat, k) for pat in _IGNORED))
-  shaped = sorted(f"{k}: file {tuple(sd[k].shape)}, model expects "
-                  f"{tuple(_torch_shape(shape))}" for k, (_, shape) in wanted.items()
-                  if k in sd and _to_flax(sd[k], sd[k].ndim).shape != tuple(shape))
+  extra = sorted(k for k in set(sd) - set(wanted) if not any(re.match(pat, k) for pat in _IGNORED))
+  shaped = sorted(
+    f"{k}: file {tuple(sd[k].shape)}, model expects {tuple(_torch_shape(shape))}"
+    for k, (_, shape) in wanted.items()
+    if k in sd and _to_flax(sd[k], sd[k].ndim).shape != tuple(shape)
+  )
   if missing or extra or shaped:
     parts = []
-    for title, items in (("missing keys", missing), ("unexpected keys", extra),
-                         ("mis-shaped keys", shaped)):
+    for title, items in (
+      ("missing keys", missing),
+      ("unexpected keys", extra),
+      ("mis-shaped keys", shaped),
+    ):
       if items:
-        shown = ", ".join(items[:25]) + (f", ... ({len(items) - 25} more)" if len(items) > 25
-                                         else "")
+        shown = ", ".join(items[:25]) + (
+          f", ... ({len(items) - 25} more)" if len(items) > 25 else ""
+        )
         parts.append(f"{len(items)} {title}: {shown}")
-    raise ValueError(f"the PyTorch state_dict does not match {arch} "
-                     f"(num_classes={num_classes}, {model_kwargs or 'default size'}):\n  "
-                     + "\n  ".join(parts))
+    raise ValueError(
+      f"the PyTorch state_dict does not match {arch} "
+      f"(num_classes={num_classes}, {model_kwargs or 'default size'}):\n  " + "\n  ".join(parts)
+    )
   values = {}
   for k, (path, _) in wanted.items():
     values[path] = _to_flax(sd[k], sd[k].ndim).astype(np.float32)

@@ -60,11 +60,13 @@ class Checkpointer:
     self.manifests = os.path.join(self.dir, "manifests")
     os.makedirs(self.manifests, exist_ok=True)
     opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    self.latest = ocp.CheckpointManager(os.path.join(self.dir, "ckpt"), options=opts,
-                                        item_names=("state", "meta"))
+    self.latest = ocp.CheckpointManager(
+      os.path.join(self.dir, "ckpt"), options=opts, item_names=("state", "meta")
+    )
     best_opts = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-    self.best = ocp.CheckpointManager(os.path.join(self.dir, "ckpt_best"), options=best_opts,
-                                      item_names=("state", "meta"))
+    self.best = ocp.CheckpointManager(
+      os.path.join(self.dir, "ckpt_best"), options=best_opts, item_names=("state", "meta")
+    )
     self._pending = []
 
   def _manager(self, kind):
@@ -74,8 +76,13 @@ class Checkpointer:
     """Saves asynchronously; the manifest is written once the save has committed."""
     self.finish()
     mngr = self._manager(kind)
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(to_pure(state)),
-                                            meta=ocp.args.JsonSave(meta)), force=True)
+    mngr.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(to_pure(state)), meta=ocp.args.JsonSave(meta)
+      ),
+      force=True,
+    )
     self._pending.append((kind, step))
 
   def finish(self) -> None:
@@ -105,8 +112,9 @@ class Checkpointer:
     d = os.path.join(self._manager(kind).directory, str(step))
     mpath = os.path.join(self.manifests, f"{kind}-{step}.json")
     if not os.path.exists(mpath):
-      raise CheckpointCorruptError(f"checkpoint {d} has no manifest {mpath}: its save did not "
-                                   "finish")
+      raise CheckpointCorruptError(
+        f"checkpoint {d} has no manifest {mpath}: its save did not finish"
+      )
     with open(mpath) as f:
       manifest = json.load(f)
     for rel, (size, crc) in manifest.items():
@@ -114,8 +122,10 @@ class Checkpointer:
       if not os.path.exists(p):
         raise CheckpointCorruptError(f"checkpoint file missing: {p}")
       if os.path.getsize(p) != size:
-        raise CheckpointCorruptError(f"checkpoint file truncated or altered: {p} has "
-                                     f"{os.path.getsize(p)} bytes, expected {size}")
+        raise CheckpointCorruptError(
+          f"checkpoint file truncated or altered: {p} has "
+          f"{os.path.getsize(p)} bytes, expected {size}"
+        )
       if _crc(p) != crc:
         raise CheckpointCorruptError(f"checkpoint file corrupted (CRC mismatch): {p}")
 
@@ -124,11 +134,16 @@ class Checkpointer:
     self.verify(step, kind)
     target = to_pure(abstract_state)
     try:
-      r = self._manager(kind).restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-    except Exception as e:  # pylint: disable=broad-except
-      raise CheckpointCorruptError(f"cannot read checkpoint {self._manager(kind).directory}/"
-                                   f"{step}: {type(e).__name__}: {e}") from e
+      r = self._manager(kind).restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+        ),
+      )
+    except Exception as e:  # orbax raises many types for unreadable files
+      raise CheckpointCorruptError(
+        f"cannot read checkpoint {self._manager(kind).directory}/{step}: {type(e).__name__}: {e}"
+      ) from e
     state = dict(abstract_state)
     for k in ("params", "stats"):
       state[k] = _replace(abstract_state[k], r.state[k])
@@ -137,8 +152,9 @@ class Checkpointer:
     return state, r.meta
 
   def restore_meta(self, step: int, kind: str = "latest") -> dict:
-    return self._manager(kind).restore(step, args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore())).meta
+    return (
+      self._manager(kind).restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    )
 
   def restore_latest(self, abstract_state, *, skip_corrupt: bool = False, log=print):
     """Restores the newest good checkpoint, or returns ``(None, None)`` if there is none.
@@ -153,16 +169,21 @@ class Checkpointer:
       except CheckpointCorruptError as e:
         if not skip_corrupt:
           raise CheckpointCorruptError(
-              f"{e}\nThe latest checkpoint (step {step}) is unusable. To resume from the "
-              "previous good checkpoint instead, rerun with "
-              "--config.checkpoint.skip_corrupt=True (the corrupt one is then moved to "
-              f"{self.dir}/ckpt_corrupt/, not deleted).") from e
-        log(f"WARNING: {e}; moving it to {self.dir}/ckpt_corrupt/{step} and trying the previous "
-            "checkpoint")
+            f"{e}\nThe latest checkpoint (step {step}) is unusable. To resume from the "
+            "previous good checkpoint instead, rerun with "
+            "--config.checkpoint.skip_corrupt=True (the corrupt one is then moved to "
+            f"{self.dir}/ckpt_corrupt/, not deleted)."
+          ) from e
+        log(
+          f"WARNING: {e}; moving it to {self.dir}/ckpt_corrupt/{step} and trying the previous "
+          "checkpoint"
+        )
         if jax.process_index() == 0:
           os.makedirs(os.path.join(self.dir, "ckpt_corrupt"), exist_ok=True)
-          shutil.move(os.path.join(self.latest.directory, str(step)),
-                      os.path.join(self.dir, "ckpt_corrupt", str(step)))
+          shutil.move(
+            os.path.join(self.latest.directory, str(step)),
+            os.path.join(self.dir, "ckpt_corrupt", str(step)),
+          )
         self.latest.reload()
     return None, None
 
@@ -181,9 +202,3 @@ def _replace(template, pure):
 def abstract(tree, sharding):
   """ShapeDtypeStructs of ``tree`` placed with ``sharding`` (the restore target)."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
-
-
-def restore(workdir: str, *, which: str = "best", stage: str | None = None):
-  """Restores a trained model for a notebook; see ``robust_distill.train.restore_model``."""
-  from robust_distill.train import loop  # pylint: disable=import-outside-toplevel
-  return loop.restore_model(workdir, which=which, stage=stage)

@@ -1,0 +1,153 @@
+"""Host-driven attack loops: the attacks' ``init`` / ``step`` / ``result`` functions run in
+compiled chunks from Python. On XLA:CPU a rolled ``while`` loop runs its body several times
+slower than straight-line code, so the fast CPU path drives the iterations from the host."""
+
+import jax
+import jax.numpy as jnp
+
+from robust_distill.attacks import apgd as apgd_lib, fab as fab_lib, square as square_lib
+from robust_distill.attacks.aa_options import ATTACKS, options
+from robust_distill.attacks.targets import target_classes
+
+
+class HostRunner:
+  """Runs the attacks of ``attack_batch`` with their iteration loops driven from the host, in
+  compiled chunks of ``chunk`` straight-line iterations.
+
+  Same attacks, same random keys and the same per-point results as ``attack_batch``; the
+  difference is only in how the loops are executed. XLA:CPU runs the body of any ``while`` loop
+  several times slower than straight-line code (PGD-20 on the small CNN, batch 256, 8 host
+  devices: 11.7 s rolled, 11.5 s with unroll 5, 2.1 s fully unrolled), and fully unrolling 100
+  APGD or FAB iterations, nested in a loop over 9 targets, is not compilable in reasonable time.
+  On GPU/TPU ``attack_batch`` inside one ``jax.jit`` is the better choice.
+
+  Args:
+    model_fn: ``model_fn(variables, x) -> logits`` (pure; ``variables`` is any pytree).
+    eps, norm: the threat model. opts: as ``options`` (``chunk``: iterations per compiled call,
+      default 10).
+  """
+
+  def __init__(self, model_fn, *, eps: float, norm: str, **opts):
+    self.o = options(**opts)
+    self.model_fn, self.eps, self.norm = model_fn, eps, norm
+    self.chunk = self.o["chunk"] if self.o["chunk"] > 0 else 10
+    if self.o["eot_iter"] > 1:
+      raise ValueError("HostRunner does not support eot_iter > 1; use attack_batch")
+    self._jits = {}
+
+  def _jit(self, key, fn):
+    if key not in self._jits:
+      self._jits[key] = jax.jit(fn)
+    return self._jits[key]
+
+  def _loop(self, tag, algo, step_args, v, x, y, st, n, pending=None):
+    """Runs ``algo.step`` for iterations 0..n-1 in chunks; stops early once ``pending(st)`` is
+    False (checked between chunks)."""
+    sizes = [self.chunk] * (n // self.chunk) + ([n % self.chunk] if n % self.chunk else [])
+    i0 = 0
+    for size in sizes:
+
+      def chunk_fn(v, x, y, st, i0, size=size):
+        lf = lambda z: self.model_fn(v, z)
+        for k in range(size):
+          st = algo.step(lf, x, y, st, i0 + k)
+        return st
+
+      st = self._jit((tag, "chunk", size), chunk_fn)(v, x, y, st, jnp.int32(i0))
+      i0 += size
+      if pending is not None and not bool(pending(st)):
+        break
+    return st
+
+  def _targets(self, v, x, y):
+    def fn(v, x, y):
+      z = self.model_fn(v, x)
+      return target_classes(z, self.o["n_target_classes"]), jnp.argmax(z, -1) == y
+
+    return self._jit(("targets",), fn)(v, x, y)
+
+  def run(self, name: str, variables, x, y, active, rng) -> tuple[jax.Array, jax.Array]:
+    """Attack ``name`` on the ``active`` examples; returns ``(x_adv, robust)`` like
+    ``attack_batch``."""
+    o, v = self.o, variables
+    bshape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    if name in ("apgd-ce", "apgd-dlr", "apgd-t"):
+      loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr_targeted"}[name]
+      algo = apgd_lib.APGD(
+        eps=self.eps, norm=self.norm, loss=loss, n_iter=o["n_iter"], rho=o["rho"]
+      )
+      init = self._jit(
+        (loss, "init"), lambda v, x, y, k, yt: algo.init(lambda z: self.model_fn(v, z), x, y, k, yt)
+      )
+      res = self._jit(("apgd", "result"), apgd_lib.APGD.result)
+
+      def one(key, y_t):
+        st = init(v, x, y, key, y_t)
+        st = self._loop(loss, algo, None, v, x, y, st, o["n_iter"])
+        return res(x, st)
+
+      if name != "apgd-t":
+        xa, r = one(rng, y)
+        return xa, r & active
+      targets, robust = self._targets(v, x, y)
+      robust = robust & active
+      x_adv = x
+      upd = self._jit(
+        ("merge",),
+        lambda robust, r, xa, x_adv: (
+          robust & r,
+          jnp.where((robust & ~r).reshape(bshape), xa, x_adv),
+        ),
+      )
+      for t in range(o["n_target_classes"]):
+        if not bool(jnp.any(robust)):
+          break
+        xa, r = one(jax.random.fold_in(rng, t), targets[t])
+        robust, x_adv = upd(robust, r, xa, x_adv)
+      return x_adv, robust
+    if name == "fab-t":
+      algo = fab_lib.FAB(norm=self.norm, n_iter=o["fab_iter"])
+      targets, robust = self._targets(v, x, y)
+      robust = robust & active
+      x_adv = x
+
+      def fin(v, x, y, st, robust, x_adv):
+        adv, _ = fab_lib.FAB.result(st)
+        still = ~fab_lib.fab_broken(
+          lambda z: self.model_fn(v, z), x, y, adv, eps=self.eps, norm=self.norm
+        )
+        return robust & still, jnp.where((robust & ~still).reshape(bshape), adv, x_adv)
+
+      for t in range(o["n_target_classes"]):
+        if not bool(jnp.any(robust)):
+          break
+        st = fab_lib.FAB.init(x, targets[t])
+        st = self._loop("fab", algo, None, v, x, y, st, o["fab_iter"])
+        robust, x_adv = self._jit(("fab", "fin"), fin)(v, x, y, st, robust, x_adv)
+      return x_adv, robust
+    if name == "square":
+      algo = square_lib.Square(
+        eps=self.eps, norm=self.norm, n_queries=o["n_queries"], p_init=o["p_init"]
+      )
+      st = self._jit(
+        ("square", "init"),
+        lambda v, x, y, k, a: algo.init(lambda z: self.model_fn(v, z), x, y, k, a),
+      )(v, x, y, rng, active)
+      if bool(square_lib.Square.pending(st)):
+        st = self._loop(
+          "square",
+          algo,
+          None,
+          v,
+          x,
+          y,
+          st,
+          o["n_queries"],
+          pending=self._jit(("square", "pending"), square_lib.Square.pending),
+        )
+      xa, r, _ = self._jit(
+        ("square", "result"),
+        lambda v, x, y, st: square_lib.Square.result(lambda z: self.model_fn(v, z), x, y, st),
+      )(v, x, y, st)
+      return xa, r
+    raise ValueError(f"Unknown attack {name!r}; valid: {list(ATTACKS)}")

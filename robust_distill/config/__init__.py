@@ -1,0 +1,35 @@
+"""Run configs: the schema and defaults (``schema``) and their validation (``check``).
+
+``validate(config)`` rejects unknown names and inconsistent combinations before anything is
+computed, with one line naming the field, the value and what is allowed.
+"""
+
+from robust_distill.config.check import validate
+from robust_distill.config.schema import (
+  STAGES,
+  TEACHER_SOURCES,
+  attack,
+  base,
+  class_pool_size,
+  load,
+  needs_teacher,
+  smoke_limits,
+  stage,
+  stage_names,
+  upgrade,
+)
+
+__all__ = [
+  "STAGES",
+  "TEACHER_SOURCES",
+  "attack",
+  "base",
+  "class_pool_size",
+  "load",
+  "needs_teacher",
+  "smoke_limits",
+  "stage",
+  "stage_names",
+  "upgrade",
+  "validate",
+]

@@ -1,0 +1,189 @@
+"""AutoAttack evaluation of a trained checkpoint, sharded over the mesh and resumable.
+
+``evaluate(workdir, ...)`` loads the best checkpoint of the student (or the teacher), runs the
+attacks (``standard``: APGD-CE, APGD-T, FAB-T, Square; ``rand``; or a comma-separated list) in
+order, each on the points still robust, and writes ``eval_autoattack.json`` (robust accuracy,
+which attack broke how many points, times, honesty checks, command, git commit). The CLI is
+``python -m robust_distill.eval``; the training pipeline's eval stage calls the same function.
+
+Scale and resumption: between attacks the surviving points are packed into fixed-size global
+batches (padded, with a validity mask, so one compiled program serves every batch), each batch
+is sharded over the ``data`` axis of the mesh, and after every batch the per-point results
+(clean or not, which attack broke it, which points each attack has seen) are saved to
+``WORKDIR/autoattack/state_<settings>.npz``. A killed evaluation restarts where it stopped and
+gives the same final numbers: batch composition and random keys depend only on the settings and
+the saved results.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+import jax
+
+from robust_distill import parallel, workdir as workdir_lib
+from robust_distill.attacks import autoattack as aa
+from robust_distill.eval import honesty, report
+from robust_distill.eval.protocol import Runner, Stopped, run_protocol
+from robust_distill.metrics import fmt_time
+from robust_distill.models import make_apply
+
+
+__all__ = ["Runner", "Stopped", "evaluate", "run_protocol"]
+
+
+def _settings_key(s: dict) -> str:
+  return hashlib.sha1(json.dumps(s, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _summary(st, names, n) -> dict:
+  clean = st["clean"] == 1
+  robust = clean & (st["broken_by"] < 0)
+  per_attack = []
+  for k, name in enumerate(names, start=1):
+    after = int((clean & ((st["broken_by"] < 0) | (st["broken_by"] > k))).sum())
+    per_attack.append(
+      {
+        "attack": name,
+        "broken": int((st["broken_by"] == k).sum()),
+        "robust_after": after / n,
+        "seconds": float(st["seconds"][k]),
+      }
+    )
+  return {
+    "clean_acc": float(clean.mean()),
+    "robust_acc": float(robust.mean()),
+    "per_attack": per_attack,
+  }
+
+
+def evaluate(
+  workdir: str,
+  *,
+  stage: str = "",
+  which: str = "best",
+  attacks: str = "standard",
+  eps: float = -1.0,
+  norm: str = "",
+  start: int = 0,
+  n: int = 0,
+  batch_size: int = 0,
+  seed: int = 0,
+  checks: bool = True,
+  check_n: int = 256,
+  out: str = "",
+  fresh: bool = False,
+  opts: dict | None = None,
+  stop_after_batches: int = 0,
+  devices: int = -1,
+  log=print,
+) -> dict:
+  """Runs the AutoAttack evaluation of a checkpoint on test points ``start .. start + n``
+  (``n`` = 0: to the end); returns the result dict that is also written to ``out``."""
+  names = aa.resolve(attacks)
+  o = aa.options(attacks if attacks in aa.VERSIONS else "standard", **(opts or {}))
+  if o["eot_iter"] > 1:
+    raise ValueError(
+      "eot_iter > 1 (version 'rand') needs a randomized model; the models of "
+      "this library are deterministic in eval mode: use --attacks=standard"
+    )
+  stage = stage or workdir_lib.default_stage(workdir)
+  config = workdir_lib.read_config(workdir_lib.stage_dir(workdir, stage))
+  stage_cfg = config[stage]
+  eps = eps if eps >= 0 else (config.eval.eps if config.eval.eps >= 0 else stage_cfg.attack.eps)
+  norm = norm or stage_cfg.attack.norm
+  if norm not in ("linf", "l2"):
+    raise ValueError(f"norm must be linf or l2, got {norm!r}")
+  mesh = parallel.make_mesh(devices)
+  ndev = mesh.devices.size
+  batch_size = batch_size or 32 * ndev
+  if batch_size % ndev:
+    raise ValueError(f"batch size {batch_size} not divisible by {ndev} devices")
+  test = workdir_lib.test_split(config, start, n)  # the evaluated points, in memory
+  n = len(test["label"])
+  model = workdir_lib.load_stage_model(config, stage, workdir, mesh, which=which)
+  apply = make_apply(model.graphdef, stage_cfg.temperature)
+  runner = Runner(apply, eps=eps, norm=norm, opts=o, mesh=mesh)
+  settings = dict(
+    stage=stage,
+    which=which,
+    step=int(model.step),
+    attacks=list(names),
+    eps=eps,
+    norm=norm,
+    n=n,
+    batch_size=batch_size,
+    seed=seed,
+    opts=o,
+  )
+  if start:
+    settings["start"] = start
+  st = run_protocol(
+    runner,
+    model.params,
+    model.stats,
+    test["image"],
+    test["label"],
+    names=names,
+    batch_size=batch_size,
+    seed=seed,
+    state_path=os.path.join(workdir, "autoattack", f"state_{_settings_key(settings)}.npz"),
+    settings=settings,
+    fresh=fresh,
+    stop_after_batches=stop_after_batches,
+    log=log,
+  )
+  t_start = time.perf_counter()
+  result = {
+    **_summary(st, names, n),
+    "n": n,
+    "start": start,
+    "eps": eps,
+    "norm": norm,
+    "attacks": list(names),
+    "version": attacks,
+    "options": o,
+    "stage": stage,
+    "which": which,
+    "step": int(model.step),
+    "model": stage_cfg.model,
+    "temperature": float(stage_cfg.temperature),
+    "dataset": config.dataset,
+    "batch_size": batch_size,
+    "devices": ndev,
+    "processes": jax.process_count(),
+    "platform": jax.devices()[0].platform,
+    "seconds": float(st["seconds"].sum()),
+    "seed": seed,
+    "max_perturbation": float(st["max_dist"]),
+    "recheck_disagreements": int(st["recheck_fail"]),
+    "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    "git_commit": workdir_lib.git_commit(),
+  }
+  checks = checks and check_n > 0
+  if checks and jax.process_count() > 1:
+    log("[autoattack] honesty checks skipped in a multi-process run; rerun them on one host")
+    checks = False
+  if checks:
+    deployed = workdir_lib.as_restored(jax.device_get(model), config, stage, workdir)
+    result.update(
+      honesty.run_checks(
+        runner,
+        model.params,
+        model.stats,
+        test,
+        st,
+        result,
+        deployed=deployed,
+        workdir=workdir,
+        check_n=check_n,
+        seed=seed,
+      )
+    )
+  out = out or os.path.join(workdir, "eval_autoattack.json")
+  report.write_json(out, result)
+  log(report.autoattack_table(result))
+  log(f"[autoattack] wrote {out} ({fmt_time(time.perf_counter() - t_start)} this run)")
+  return result
