@@ -45,12 +45,7 @@ def parse():
   p.add_argument("--workdir", default="runs/quickstart")
   p.add_argument("--n", type=int, default=1000)
   p.add_argument("--eps", type=float, default=0.1)
-  p.add_argument(
-    cpu_devices.FLAG,
-    type=int,
-    default=cpu_devices.DEFAULT_HOST_DEVICES,
-    help="CPU host devices (read before JAX starts)",
-  )
+  cpu_devices.add_argument(p)
   p.add_argument("--batch_size", type=int, default=0, help="ours (default: 32 x devices)")
   p.add_argument("--torch_batch_size", type=int, default=250, help="original's bs (its default)")
   p.add_argument("--seed", type=int, default=0)
@@ -117,7 +112,7 @@ def main():
     "logit_max_abs_diff": diff,
     "cpu_count": os.cpu_count(),
     "torch_threads": torch.get_num_threads(),
-    "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    "command": workdir_lib.command_line(),
   }
 
   if not args.skip_jax:

@@ -37,12 +37,7 @@ from robust_distill.train import optim, step as S
 
 def parse():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument(
-    cpu_devices.FLAG,
-    type=int,
-    default=cpu_devices.DEFAULT_HOST_DEVICES,
-    help="CPU host devices (read before JAX starts)",
-  )
+  cpu_devices.add_argument(p)
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--steps", type=int, default=10, help="PGD iterations")
   p.add_argument("--reps", type=int, default=21, help="timed steps per implementation")

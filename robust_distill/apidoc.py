@@ -39,7 +39,7 @@ optax loop.
 
 
 def _entry(mod, name: str) -> str:
-  obj = getattr(mod, name)
+  obj = inspect.unwrap(getattr(mod, name))  # e.g. a functools.lru_cache wrapper
   if inspect.isfunction(obj) or inspect.isclass(obj):
     try:
       sig = str(inspect.signature(obj)).replace("jax.jaxlib._jax.Array", "jax.Array")

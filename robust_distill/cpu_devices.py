@@ -53,6 +53,16 @@ def from_argv(argv: list[str]) -> int:
   return DEFAULT_HOST_DEVICES
 
 
+def add_argument(parser) -> None:
+  """Declares ``--host_devices`` on an argparse parser (its value was applied before JAX)."""
+  parser.add_argument(
+    FLAG,
+    type=int,
+    default=DEFAULT_HOST_DEVICES,
+    help="CPU host devices (read before JAX starts; no effect on GPU/TPU)",
+  )
+
+
 def configure_from_argv(argv: list[str] | None = None) -> int:
   """``configure(from_argv(sys.argv))``; a bad value exits with a one-line message."""
   try:

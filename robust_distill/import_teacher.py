@@ -95,12 +95,7 @@ def main(argv=None):
   p.add_argument("--config", required=True, help="configs/FILE.py[:ARG] of the training run")
   p.add_argument("--workdir", required=True)
   p.add_argument("--arch", default="", help="key naming of the file (default: teacher.model)")
-  p.add_argument(
-    cpu_devices.FLAG,
-    type=int,
-    default=cpu_devices.DEFAULT_HOST_DEVICES,
-    help="CPU host devices (read before JAX starts)",
-  )
+  cpu_devices.add_argument(p)
   a = p.parse_args(argv)
   try:
     import_teacher(a.torch, config_lib.load(a.config), a.workdir, arch=a.arch)

@@ -12,6 +12,7 @@ Layout of a workdir ``W``: ``W/<stage>/`` for the stages ``teacher`` and ``stude
 import json
 import os
 import subprocess
+import sys
 from typing import Any, NamedTuple
 
 from flax import nnx
@@ -29,6 +30,7 @@ __all__ = [
   "RestoredModel",
   "StageModel",
   "as_restored",
+  "command_line",
   "build_model",
   "default_stage",
   "git_commit",
@@ -157,6 +159,23 @@ def restore(workdir: str, *, which: str = "best", stage: str | None = None) -> R
   mesh = parallel.make_mesh(1, devices=jax.local_devices())
   m = load_stage_model(config, stage, workdir, mesh, which=which)
   return as_restored(m, config, stage, workdir)
+
+
+def command_line(argv: list[str] | None = None) -> str:
+  """The command that is running, as a reader would retype it from the repository root:
+  ``python -m robust_distill.<module> ...`` for a package entry point, a relative script path
+  otherwise (no machine paths in results)."""
+  argv = list(sys.argv if argv is None else argv)
+  prog = os.path.abspath(argv[0]) if argv else ""
+  pkg = os.path.dirname(os.path.abspath(__file__))
+  if prog.startswith(pkg + os.sep) and prog.endswith(".py"):
+    mod = os.path.relpath(prog[:-3], os.path.dirname(pkg)).replace(os.sep, ".")
+    head = ["python", "-m", mod.removesuffix(".__main__")]
+  elif prog:
+    head = ["python", os.path.relpath(prog, os.path.dirname(pkg))]
+  else:
+    head = ["python"]
+  return " ".join(head + argv[1:])
 
 
 def git_commit() -> str:

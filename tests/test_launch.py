@@ -41,11 +41,29 @@ def test_host_devices_configured_before_jax_import():
 
 
 def test_package_import_does_not_import_jax():
-  code = "import sys, robust_distill, robust_distill.main; print('jax' in sys.modules)"
+  code = "import sys, robust_distill; print('jax' in sys.modules)"
   out = subprocess.run(
     [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
   ).stdout
   assert out.strip() == "False"
+
+
+def test_entry_points_set_host_devices_before_jax():
+  # The training CLI reads --host_devices from its command line before it imports JAX.
+  code = (
+    "import sys; sys.argv = ['main', '--host_devices=3']\n"
+    "import robust_distill.main, jax; print(jax.device_count())\n"
+  )
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run(
+    [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT
+  ).stdout
+  assert out.strip() == "3"
+  bad = subprocess.run(
+    [sys.executable, "-m", "robust_distill.main", "--host_devices=0", "--config=x.py"],
+    env=env, capture_output=True, text=True, cwd=ROOT,
+  )  # fmt: skip
+  assert bad.returncode != 0 and bad.stderr.strip() == "error: --host_devices=0: must be >= 1"
 
 
 def test_tpu_pod_launcher_dry_run_prints_create_copy_install_run_and_logs():

@@ -1,7 +1,8 @@
-"""The README's launcher commands are the ones that run: every line of a README code block that
+"""The README's and docs' launcher commands are the ones that run: every line of a code block that
 asks for a dry run (``--dry-run`` or ``DRY_RUN=1``) is executed as written, and the snippets for
 the notebook and library users name functions that exist."""
 
+import glob
 import os
 import re
 import subprocess
@@ -12,8 +13,12 @@ from robust_distill import attacks, losses, models
 
 
 def _code_lines(lang: str = "bash|python") -> list[str]:
-  with open(os.path.join(ROOT, "README.md")) as f:
-    text = f.read()
+  text = ""
+  for path in [os.path.join(ROOT, "README.md")] + sorted(
+    glob.glob(os.path.join(ROOT, "docs", "*.md"))
+  ):
+    with open(path) as f:
+      text += f.read()
   blocks = re.findall(rf"```(?:{lang})\n(.*?)```", text, flags=re.S)
   lines, pending = [], ""
   for block in blocks:

@@ -225,32 +225,11 @@ class Square:
     return jax.lax.stop_gradient(x_adv), robust, st["queries"]
 
 
-def square(
-  logits_fn,
-  x: jax.Array,
-  y: jax.Array,
-  *,
-  eps: float,
-  norm: str = "linf",
-  n_queries: int = 5000,
-  p_init: float = 0.8,
-  rng: jax.Array,
-  active=None,
-  chunk: int = 0,
-) -> tuple[jax.Array, jax.Array]:
-  """Square Attack (see ``square_run``): returns ``(x_adv, robust)`` like every attack."""
-  x_adv, robust, _ = square_run(
-    logits_fn,
-    x,
-    y,
-    eps=eps,
-    norm=norm,
-    n_queries=n_queries,
-    p_init=p_init,
-    rng=rng,
-    active=active,
-    chunk=chunk,
-  )
+def square(logits_fn, x: jax.Array, y: jax.Array, **kwargs) -> tuple[jax.Array, jax.Array]:
+  """The Square Attack, returning ``(x_adv, robust)`` like every attack; the keyword arguments
+  (``eps``, ``norm``, ``n_queries``, ``p_init``, ``rng``, ``active``, ``chunk``) are
+  ``square_run``'s, which also returns the query counts."""
+  x_adv, robust, _ = square_run(logits_fn, x, y, **kwargs)
   return x_adv, robust
 
 

@@ -125,7 +125,7 @@ def base() -> ml_collections.ConfigDict:
   c.student = stage()
   # Eval batch 128-256 measured fastest on 2 CPU cores (54 img/s vs 36 at 512-1024).
   # autoattack: '' (off), 'standard', 'rand' or a comma-separated attack list, run by
-  # robust_distill.evaluate on the first autoattack_n test points (-1: all) after PGD/CW;
+  # robust_distill.eval on the first autoattack_n test points (-1: all) after PGD/CW;
   # autoattack_opts: 'KEY=VALUE,...' overrides of the attack settings (tests use fewer steps);
   # autoattack_batch_size: 0 = 32 x devices; autoattack_check_n: points of the honesty checks.
   c.eval = dict(

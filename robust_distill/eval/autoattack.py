@@ -18,7 +18,6 @@ the saved results.
 import hashlib
 import json
 import os
-import sys
 import time
 
 import jax
@@ -159,7 +158,7 @@ def evaluate(
     "seed": seed,
     "max_perturbation": float(st["max_dist"]),
     "recheck_disagreements": int(st["recheck_fail"]),
-    "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    "command": workdir_lib.command_line(),
     "git_commit": workdir_lib.git_commit(),
   }
   checks = checks and check_n > 0

@@ -2,7 +2,6 @@
 same ``eval.autoattack.evaluate`` as the CLI) on a subset; writes ``WORKDIR/eval.json``."""
 
 import os
-import sys
 import time
 
 import jax
@@ -56,7 +55,7 @@ def evaluate_stage(config, name: str, workdir: str, test, mesh, *, log=print) ->
     dataset=config.dataset,
     seconds=time.perf_counter() - t,
     smoke=config.steps > 0,
-    command=" ".join([os.path.basename(sys.executable)] + sys.argv),
+    command=workdir_lib.command_line(),
     git_commit=workdir_lib.git_commit(),
     devices=mesh.devices.size,
     platform=jax.devices()[0].platform,

@@ -231,12 +231,7 @@ def main(argv=None):
   p.add_argument("--check_n", type=int, default=64, help="points of the AA honesty checks")
   p.add_argument("--study_n", type=int, default=2000, help="test points of the logit study")
   p.add_argument("--only", default="", help="comma-separated entries (default: all)")
-  p.add_argument(
-    cpu_devices.FLAG,
-    type=int,
-    default=cpu_devices.DEFAULT_HOST_DEVICES,
-    help="CPU host devices (read before JAX starts)",
-  )
+  cpu_devices.add_argument(p)
   a = p.parse_args(argv)
   run(
     a.suite,
