@@ -26,7 +26,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from robust_distill import config as config_lib, models, parallel
+from robust_distill import config as config_lib, files, models, parallel
 from robust_distill.data import pipeline
 from robust_distill.train import checkpoint as ckpt_lib, optim
 
@@ -64,8 +64,7 @@ def import_teacher(torch_path: str, config, workdir: str, *, arch: str = "", log
     parallel.make_mesh(),
   )
   os.makedirs(sdir, exist_ok=True)
-  with open(os.path.join(sdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
+  files.write_text(os.path.join(sdir, "config.json"), config.to_json_best_effort(indent=1))
   meta = {
     "data_iter": None,
     "best_val": -1.0,
@@ -80,8 +79,7 @@ def import_teacher(torch_path: str, config, workdir: str, *, arch: str = "", log
   ck.save(0, state, meta, kind="latest")
   ck.close()
   done = {"steps": 0, "imported_from": os.path.abspath(torch_path), "arch": arch or t.model}
-  with open(os.path.join(sdir, "done.json"), "w") as f:
-    json.dump(done, f, indent=1)
+  files.write_json(os.path.join(sdir, "done.json"), done)
   log(
     f"[import_teacher] {torch_path} -> {sdir} ({t.model}, {classes} classes); the training "
     "command now skips the teacher stage"

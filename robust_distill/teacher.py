@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from robust_distill import parallel
+from robust_distill import files, parallel
 from robust_distill.data import pipeline
 from robust_distill.metrics import fmt_time
 
@@ -85,12 +85,10 @@ def precompute(
     if computed % max(nb // 5, 1) == 0:
       el = time.perf_counter() - t0
       log(f"[precompute] {i + 1}/{nb} chunks, ETA {fmt_time(el / computed * (nb - i - 1))}")
-  with open(os.path.join(out_dir, f"done_p{host:03d}.json"), "w") as f:
-    json.dump({"chunks": nb}, f)
+  files.write_json(os.path.join(out_dir, f"done_p{host:03d}.json"), {"chunks": nb})
   multihost_utils.sync_global_devices("robust_distill precompute done")
   if host == 0:
-    with open(done, "w") as f:
-      json.dump({"n": n, "chunks": nb, "hosts": hosts, "flip_aware": flip_aware}, f)
+    files.write_json(done, {"n": n, "chunks": nb, "hosts": hosts, "flip_aware": flip_aware})
   # No host may load the logits before host 0 has marked the precompute finished.
   multihost_utils.sync_global_devices("robust_distill precompute marked done")
   log(f"[precompute] wrote teacher logits for {n} examples to {out_dir} ({hosts} host(s))")

@@ -164,13 +164,17 @@ def _apply(params, stats, x, *, train=False):
   return _mlp(params, x), stats
 
 
+_RUNNERS = {}  # one Runner (its compiled programs) per mesh, shared by this module's runs
+
+
 def _protocol(toy, tmp_path, name, mesh, **kw):
   p, x, y = toy
   images = np.asarray(np.round(np.asarray(x) * 255), np.uint8)
   p = parallel.replicate(p, mesh)
-  runner = ev.Runner(_apply, eps=0.08, norm="linf", opts=aa.options(**TINY), mesh=mesh)
+  if mesh not in _RUNNERS:
+    _RUNNERS[mesh] = ev.Runner(_apply, eps=0.08, norm="linf", opts=aa.options(**TINY), mesh=mesh)
   return ev.run_protocol(
-    runner,
+    _RUNNERS[mesh],
     p,
     {},
     images,

@@ -1,21 +1,14 @@
 """Reports of the evaluations: plain-text tables and the one atomic JSON writer."""
 
-import json
-import os
-
 import jax
+
+from robust_distill import files
 
 
 def write_json(path: str, obj: dict) -> None:
-  """Writes ``obj`` to ``path`` atomically (a temporary file, then a rename); only the main
-  process writes."""
-  if jax.process_index() != 0:
-    return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  """Writes ``obj`` to ``path`` atomically; only the main process writes."""
+  if jax.process_index() == 0:
+    files.write_json(path, obj)
 
 
 def table(results: dict, title: str = "") -> str:

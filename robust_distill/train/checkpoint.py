@@ -25,6 +25,8 @@ import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
+from robust_distill import files as files_lib
+
 
 class CheckpointCorruptError(RuntimeError):
   """A checkpoint's files do not match its manifest or cannot be read."""
@@ -96,10 +98,7 @@ class Checkpointer:
         d = os.path.join(self._manager(kind).directory, str(step))
         if os.path.isdir(d):
           files = {rel: [os.path.getsize(p), _crc(p)] for rel, p in _files(d).items()}
-          tmp = os.path.join(self.manifests, f".{kind}-{step}.json.tmp")
-          with open(tmp, "w") as f:
-            json.dump(files, f)
-          os.replace(tmp, os.path.join(self.manifests, f"{kind}-{step}.json"))
+          files_lib.write_json(os.path.join(self.manifests, f"{kind}-{step}.json"), files)
     if jax.process_count() > 1:  # no host may read a manifest before host 0 has written it
       multihost_utils.sync_global_devices("robust_distill checkpoint manifests")
     self._pending = []

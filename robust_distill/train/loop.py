@@ -16,7 +16,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from robust_distill import config as C, parallel, teacher as teacher_lib, workdir as workdir_lib
+from robust_distill import (
+  config as C,
+  files,
+  parallel,
+  teacher as teacher_lib,
+  workdir as workdir_lib,
+)
 from robust_distill.data import pipeline
 from robust_distill.data.splits import load_data
 from robust_distill.eval import metrics as eval_metrics, report
@@ -53,8 +59,7 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
       return json.load(f)
   os.makedirs(sdir, exist_ok=True)
   if jax.process_index() == 0:
-    with open(os.path.join(sdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1))
+    files.write_text(os.path.join(sdir, "config.json"), config.to_json_best_effort(indent=1))
 
   model = workdir_lib.build_model(stage_cfg, data["num_classes"], data["shape"], config.seed)
   global_batch = stage_cfg.batch_size

@@ -1,0 +1,19 @@
+"""Atomic file writes: a temporary file in the same folder, then a rename, so that a run killed
+at any instant leaves either the old file or the new one, never half of one."""
+
+import json
+import os
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` atomically, creating the folder."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_json(path: str, obj, *, indent: int | None = 1) -> None:
+  """Writes ``obj`` as JSON to ``path`` atomically."""
+  write_text(path, json.dumps(obj, indent=indent))
