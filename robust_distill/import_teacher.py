@@ -26,7 +26,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from robust_distill import config as config_lib, files, models, parallel
+from robust_distill import config as config_lib, errors, files, models, parallel
 from robust_distill.data import pipeline
 from robust_distill.train import checkpoint as ckpt_lib, optim
 
@@ -94,11 +94,14 @@ def main(argv=None):
   p.add_argument("--workdir", required=True)
   p.add_argument("--arch", default="", help="key naming of the file (default: teacher.model)")
   cpu_devices.add_argument(p)
+  p.add_argument("--verbose", action="store_true", help="on an error, show the traceback too")
   a = p.parse_args(argv)
   try:
     import_teacher(a.torch, config_lib.load(a.config), a.workdir, arch=a.arch)
-  except (ValueError, FileNotFoundError, FileExistsError) as e:
-    sys.exit(f"import_teacher: {e}")
+  except errors.EXPECTED as e:
+    if a.verbose:
+      raise
+    sys.exit(f"import_teacher: {errors.one_line(e)}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from robust_distill import config as config_lib, parallel
+from robust_distill import config as config_lib, errors, parallel
 from robust_distill.train import loop, resume
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -37,6 +37,7 @@ flags.DEFINE_integer(
   cpu_devices.DEFAULT_HOST_DEVICES,
   "CPU host devices (read before JAX starts; no effect on GPU/TPU).",
 )
+_VERBOSE = flags.DEFINE_bool("verbose", False, "On an error, show the traceback too.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -53,27 +54,69 @@ def default_workdir(config_arg: str, steps: int) -> str:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
   logging.set_verbosity(logging.WARNING)  # orbax logs every save/restore at INFO
-  # Before anything touches a JAX backend (the config check builds abstract models).
-  parallel.initialize_distributed(
-    config.distributed, config.coordinator, config.num_processes, config.process_id
-  )
   try:
-    config_lib.validate(config)
-  except ValueError as e:
-    sys.exit(f"Invalid config: {e}")
-  try:
+    try:
+      config = _CONFIG.value
+    except errors.CONFIG_LOADING as e:
+      raise ValueError(f"cannot load --config: {errors.one_line(e)}") from e
+    # Before anything touches a JAX backend (the config check builds abstract models).
+    parallel.initialize_distributed(
+      config.distributed, config.coordinator, config.num_processes, config.process_id
+    )
+    try:
+      config_lib.validate(config)
+    except ValueError as e:
+      raise ValueError(f"invalid config: {e}") from e
     workdir = _WORKDIR.value or default_workdir(
       config_flags.get_config_filename(flags.FLAGS["config"]), config.steps
     )
     loop.run(config, workdir)
-  except resume.ConfigMismatch as e:
-    sys.exit(f"Cannot resume: {e}")
   except loop.Interrupted as e:
     print(e, flush=True)
     sys.exit(3)
+  except resume.ConfigMismatch as e:
+    fail(f"cannot resume: {errors.one_line(e)}", verbose=_VERBOSE.value)
+  except errors.EXPECTED as e:
+    fail(errors.one_line(e), verbose=_VERBOSE.value)
+
+
+def fail(message: str, *, verbose: bool):
+  """Exits with ``error: <message>`` (and the traceback with ``--verbose``)."""
+  if verbose:
+    raise
+  sys.exit(f"error: {message}")
+
+
+def _parse(argv):
+  """absl's flag parsing, with its errors as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"error: bad command line: {errors.one_line(e)}")
+
+
+def cli():
+  """``app.run(main)``, with the errors of flag parsing (a bad ``--config.x=y`` override, a
+  config file that fails to load) as one line too."""
+  try:
+    app.run(main, flags_parser=_parse)
+  except errors.CONFIG_LOADING as e:
+    message = errors.one_line(e)
+    if isinstance(e, (AttributeError, KeyError)) and "has no attribute" not in message:
+      # an override naming no field of the config
+      plain = message.replace("\\", "")
+      found = re.search(r"'(\w+)'", plain)
+      key = found.group(1) if found else plain
+      hint = re.search(r'Did you mean "(\w+)"', plain)
+      used = [a for a in sys.argv if a.startswith("--config.") and key in a.split("=")[0]]
+      message = (
+        f"no config field {key!r}"
+        + (f" (in {used[0]})" if used else "")
+        + (f"; did you mean {hint.group(1)!r}?" if hint else "")
+      )
+    fail(f"bad command line: {message}", verbose="--verbose" in sys.argv)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli()

@@ -25,9 +25,10 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from robust_distill import files, parallel
+from robust_distill import files, parallel, workdir as workdir_lib
 from robust_distill.data import pipeline
 from robust_distill.metrics import fmt_time
+from robust_distill.models import make_apply
 
 
 def _chunk(out_dir: str, i: int, host: int) -> str:
@@ -94,22 +95,99 @@ def precompute(
   log(f"[precompute] wrote teacher logits for {n} examples to {out_dir} ({hosts} host(s))")
 
 
-def load(out_dir: str) -> tuple[np.ndarray, np.ndarray]:
-  """Returns ``(logits, ids)`` from a finished precompute (the chunks of every host)."""
+class PrecomputeIncomplete(ValueError):
+  """A finished precompute lost a chunk (unreadable, wrong shape, missing): the chunk was moved
+  aside and ``done.json`` removed, so that running the precompute again recomputes it."""
+
+
+def _read_chunk(path: str, classes: int | None):
+  with np.load(path) as z:
+    logits, ids = z["logits"], z["ids"]
+  if logits.ndim not in (2, 3) or len(logits) != len(ids) or not np.isfinite(logits).all():
+    raise ValueError(f"logits of shape {logits.shape} for {len(ids)} ids, or non-finite")
+  if classes is not None and logits.shape[-1] != classes:
+    raise ValueError(f"{logits.shape[-1]} classes, expected {classes}")
+  return logits, ids
+
+
+def load(
+  out_dir: str, *, num_classes: int | None = None, log=print
+) -> tuple[np.ndarray, np.ndarray]:
+  """Returns ``(logits, ids)`` from a finished precompute (the chunks of every host).
+
+  A chunk that cannot be read, holds the wrong number of classes or non-finite values is moved
+  to ``out_dir/corrupt/`` (kept) with a one-line warning naming it, ``done.json`` is removed and
+  ``PrecomputeIncomplete`` is raised: the pipeline then recomputes the missing chunks."""
   done = os.path.join(out_dir, "done.json")
   if not os.path.exists(done):
     raise FileNotFoundError(
       f"no finished teacher-logit precompute in {out_dir}; run the "
       "'precompute' stage first (--config.stages=precompute,...)"
     )
-  with open(done) as f:
-    n = json.load(f)["n"]
-  parts = [np.load(f) for f in sorted(glob.glob(os.path.join(out_dir, "chunk_*.npz")))]
-  logits = np.concatenate([p["logits"] for p in parts])
-  ids = np.concatenate([p["ids"] for p in parts])
+  try:
+    with open(done) as f:
+      n = int(json.load(f)["n"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise PrecomputeIncomplete(_set_aside(out_dir, [], f"{done} is unreadable ({e})", log)) from e
+  parts, bad = [], []
+  for path in sorted(glob.glob(os.path.join(out_dir, "chunk_*.npz"))):
+    try:
+      parts.append(_read_chunk(path, num_classes))
+    except Exception as e:  # zipfile, numpy and our own checks raise many types
+      bad.append((path, f"{type(e).__name__}: {e}"))
+  if bad:
+    why = "; ".join(f"{os.path.basename(p)} ({r})" for p, r in bad)
+    raise PrecomputeIncomplete(_set_aside(out_dir, [p for p, _ in bad], why, log))
+  ids = np.concatenate([i for _, i in parts]) if parts else np.zeros(0, np.int64)
   if len(ids) != n or len(np.unique(ids)) != n:
+    why = f"the chunks hold {len(ids)} rows ({len(np.unique(ids))} distinct ids) for {n} examples"
+    if len(np.unique(ids)) < n:  # chunks are missing: recompute them
+      raise PrecomputeIncomplete(_set_aside(out_dir, [], why, log))
+    raise ValueError(f"{out_dir}: {why}; delete the folder and precompute again")
+  return np.concatenate([lg for lg, _ in parts]), ids
+
+
+def _set_aside(out_dir: str, paths, why: str, log) -> str:
+  """Moves ``paths`` to ``out_dir/corrupt/`` and removes ``done.json`` (main process only);
+  returns the one-line message."""
+  if jax.process_index() == 0:
+    os.makedirs(os.path.join(out_dir, "corrupt"), exist_ok=True)
+    for p in paths:
+      os.replace(p, os.path.join(out_dir, "corrupt", os.path.basename(p)))
+    if os.path.exists(os.path.join(out_dir, "done.json")):
+      os.remove(os.path.join(out_dir, "done.json"))
+  multihost_utils.sync_global_devices("robust_distill precompute set aside")
+  msg = (
+    f"teacher logits in {out_dir} are incomplete: {why}"
+    + (f"; moved to {out_dir}/corrupt/" if paths else "")
+    + "; recomputing the missing chunks"
+  )
+  log(f"WARNING: {msg}")
+  return msg
+
+
+def run_stage(config, workdir: str, data: dict, mesh, logits_dir: str, *, log=print) -> None:
+  """The precompute stage: the teacher's logits over the training split (idempotent)."""
+  g, p, s, _ = workdir_lib.load_stage_model(config, "teacher", workdir, mesh, log=log)
+  apply = make_apply(g, config.teacher.temperature)
+  precompute(
+    apply, p, s, data["train"], logits_dir, mesh, batch_size=config.eval.batch_size,
+    flip_aware=config.teacher.flip_aware, log=log,
+  )  # fmt: skip
+
+
+def load_or_recompute(config, workdir: str, data: dict, mesh, logits_dir: str, *, log=print):
+  """The precomputed logits; chunks lost since the precompute are recomputed first."""
+  try:
+    logits, ids = load(logits_dir, num_classes=data["num_classes"], log=log)
+  except PrecomputeIncomplete:
+    run_stage(config, workdir, data, mesh, logits_dir, log=log)
+    logits, ids = load(logits_dir, num_classes=data["num_classes"], log=log)
+  if (logits.ndim == 3) != bool(config.teacher.flip_aware):
+    have = "with" if logits.ndim == 3 else "without"
     raise ValueError(
-      f"{out_dir}: the chunks hold {len(ids)} rows ({len(np.unique(ids))} "
-      f"distinct ids) for {n} examples; delete the folder and precompute again"
+      f"the teacher logits in {logits_dir} were precomputed {have} flips, but "
+      f"teacher.flip_aware={config.teacher.flip_aware}: use another workdir, or move that "
+      "folder away and rerun to precompute again"
     )
   return logits, ids

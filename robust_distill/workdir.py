@@ -74,9 +74,11 @@ def build_model(stage_cfg, num_classes: int, image_shape, seed: int):
   )
 
 
-def load_stage_model(config, name: str, workdir: str, mesh, *, which: str = "best") -> StageModel:
-  """The newest ``which`` ('best' or 'latest') checkpoint of a trained stage, replicated on
-  ``mesh``; falls back to 'latest' when the stage has no best checkpoint."""
+def load_stage_model(config, name: str, workdir: str, mesh, *, which: str = "best", log=print
+                     ) -> StageModel:  # fmt: skip
+  """The newest ``which`` ('best' or 'latest') checkpoint of a trained stage that verifies,
+  replicated on ``mesh``; an unusable one is named in a warning and the next newest (of that
+  kind, then of the other) is used. Nothing on disk is changed."""
   sdir = (
     config.teacher.workdir
     if name == "teacher" and config.teacher.workdir
@@ -87,19 +89,21 @@ def load_stage_model(config, name: str, workdir: str, mesh, *, which: str = "bes
   model = build_model(stage_cfg, num_classes, shape, config.seed)
   graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   repl = parallel.replicated(mesh)
-  ck = ckpt_lib.Checkpointer(sdir)
-  kind = which if ck.steps(which) else "latest"
-  steps = ck.steps(kind)
-  if not steps:
-    raise FileNotFoundError(f"no checkpoint of stage {name!r} in {sdir}; train it first")
   tx = optim.make_optimizer(stage_cfg.optim, 1)
   abstract = ckpt_lib.abstract(
     {"params": params, "stats": stats, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)},
     repl,
   )
-  state, _ = ck.restore(steps[-1], abstract, kind=kind)
-  ck.close()
-  return StageModel(graphdef, state["params"], state["stats"], steps[-1])
+  if not any(os.path.isdir(os.path.join(sdir, d)) for d in ("ckpt", "ckpt_best")):
+    raise FileNotFoundError(f"no checkpoint of stage {name!r} in {sdir}; train it first")
+  ck = ckpt_lib.Checkpointer(sdir)
+  try:
+    state, _, step, _ = ck.restore_newest(abstract, which=which, log=log)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"no checkpoint of stage {name!r} in {sdir}; train it first") from None
+  finally:
+    ck.close()
+  return StageModel(graphdef, state["params"], state["stats"], step)
 
 
 class RestoredModel:

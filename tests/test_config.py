@@ -98,6 +98,10 @@ def test_resume_refuses_other_settings(tmp_path):
   sdir = tmp_path / "student"
   sdir.mkdir()
   (sdir / "config.json").write_text(smoke_config().to_json())
+  # A start that failed before its first checkpoint blocks nothing, whatever its settings.
+  resume.check_resumable(smoke_config(**{"student.optim.lr": 0.5}), "student", str(sdir))
+  (sdir / "ckpt").mkdir()
+  (sdir / "ckpt" / "4").mkdir()  # a started stage: its settings are binding
   resume.check_resumable(smoke_config(), "student", str(sdir))  # same settings: fine
   resume.check_resumable(smoke_config(**{"student.val_every_epochs": 7.0}), "student", str(sdir))
   resume.check_resumable(smoke_config(**{"teacher.optim.lr": 0.5}), "student", str(sdir))

@@ -4,7 +4,7 @@
 computed, with one line naming the field, the value and what is allowed.
 """
 
-from robust_distill.config.check import validate
+from robust_distill.config.check import check_devices, validate
 from robust_distill.config.schema import (
   STAGES,
   TEACHER_SOURCES,
@@ -24,6 +24,7 @@ __all__ = [
   "TEACHER_SOURCES",
   "attack",
   "base",
+  "check_devices",
   "class_pool_size",
   "load",
   "needs_teacher",

@@ -1,6 +1,8 @@
 """Validation of a run config: every bad value is reported, with the field and what is allowed,
 before any data loads or any stage runs."""
 
+import math
+
 from flax import nnx
 import jax
 
@@ -32,6 +34,17 @@ def _check_stage(name, s):
     )
   if a.eps < 0 or a.step_size < 0 or a.steps < 0:
     raise ValueError(f"{name}.attack: eps, step_size and steps must be >= 0")
+  if a.norm == "linf" and a.eps > 1:
+    raise ValueError(f"{name}.attack.eps={a.eps}: an L-inf radius on images in [0, 1] must be <= 1")
+  if a.steps > 0 and (a.eps == 0 or a.step_size == 0):
+    raise ValueError(
+      f"{name}.attack: eps={a.eps}, step_size={a.step_size} with steps={a.steps}: the attack "
+      "cannot move; set attack.steps=0 to train on clean inputs"
+    )
+  if s.optim.schedule not in optim.SCHEDULES:
+    raise ValueError(
+      f"{name}.optim.schedule: unknown {s.optim.schedule!r}; valid: {list(optim.SCHEDULES)}"
+    )
   terms.check(s.loss, f"{name}.loss")
   if s.temperature <= 0:
     raise ValueError(f"{name}: temperatures must be > 0")
@@ -47,8 +60,64 @@ def _check_stage(name, s):
     raise ValueError(f"{name}: batch_size, optim.epochs and optim.lr must be > 0")
 
 
+def _leaves(d: dict, prefix: str = ""):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _leaves(v, f"{prefix}{k}.")
+    elif isinstance(v, (list, tuple)):
+      yield from ((f"{prefix}{k}[{i}]", x) for i, x in enumerate(v))
+    else:
+      yield f"{prefix}{k}", v
+
+
+def _check_model(name, s, shape, classes) -> None:
+  """The stage's model builds (on abstract shapes) with its ``model_kwargs``."""
+  try:
+    nnx.eval_shape(
+      lambda: models.build_for_data(s.model, s.model_kwargs, num_classes=classes, image_shape=shape)
+    )
+  except Exception as e:  # a bad keyword or value fails anywhere inside the model
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    raise ValueError(
+      f"{name}.model_kwargs={dict(s.model_kwargs)}: cannot build {s.model!r} "
+      f"({type(e).__name__}: {first})"
+    ) from None
+
+
+def _check_eval(e) -> None:
+  if e.eps != -1.0 and not 0 <= e.eps <= 1:
+    raise ValueError(f"eval.eps={e.eps}: must be in [0, 1], or -1 for the stage's attack eps")
+  for key in ("batch_size", "val_n"):
+    if e[key] <= 0:
+      raise ValueError(f"eval.{key}={e[key]}: must be > 0")
+  for key in ("pgd_steps", "cw_steps", "val_pgd_steps", "autoattack_batch_size",
+              "autoattack_check_n"):  # fmt: skip
+    if e[key] < 0:
+      raise ValueError(f"eval.{key}={e[key]}: must be >= 0")
+  if e.n == 0 or e.n < -1 or e.autoattack_n == 0 or e.autoattack_n < -1:
+    raise ValueError(f"eval.n={e.n}, eval.autoattack_n={e.autoattack_n}: must be > 0, or -1 (all)")
+
+
+def check_devices(config, num_devices: int) -> None:
+  """Every batch of the run divides over ``num_devices`` (checked before any data loads)."""
+  names = stage_names(config)
+  batches = {f"{n}.batch_size": config[n].batch_size for n in ("teacher", "student") if n in names}
+  batches["eval.batch_size"] = config.eval.batch_size
+  if config.eval.autoattack_batch_size:
+    batches["eval.autoattack_batch_size"] = config.eval.autoattack_batch_size
+  for key, b in batches.items():
+    if b % num_devices:
+      raise ValueError(
+        f"{key}={b} does not divide over the {num_devices} devices of the mesh; use a multiple "
+        f"of {num_devices} (or --host_devices / --config.num_devices)"
+      )
+
+
 def validate(config) -> None:
-  """Raises ValueError with the list of valid names for any bad config value."""
+  """Raises ValueError naming the field, the value and what is allowed for any bad value."""
+  for path, v in _leaves(config.to_dict()):
+    if isinstance(v, float) and not math.isfinite(v):
+      raise ValueError(f"{path}={v}: must be a finite number")
   names = stage_names(config)
   try:
     pipeline.geometry(config.dataset, config.data.mock_like)
@@ -64,13 +133,23 @@ def validate(config) -> None:
     )
   if config.steps < 0:
     raise ValueError("steps must be >= 0 (0: the configured schedule; N: a smoke run)")
+  if config.checkpoint.every_steps <= 0 or config.checkpoint.keep < 1 or config.log_every <= 0:
+    raise ValueError(
+      f"checkpoint.every_steps={config.checkpoint.every_steps}, checkpoint.keep="
+      f"{config.checkpoint.keep}, log_every={config.log_every}: must be >= 1"
+    )
+  if config.data.val_size < 0 or config.data.mock_examples < 0:
+    raise ValueError("data.val_size and data.mock_examples must be >= 0")
+  _check_eval(config.eval)
   if config.eval.autoattack:
     autoattack = attacks.autoattack
     autoattack.resolve(config.eval.autoattack)
     autoattack.options(**autoattack.parse_opts(config.eval.autoattack_opts))
+  shape, classes = pipeline.geometry(config.dataset, config.data.mock_like)
   for name in ("teacher", "student"):
     if name in names or (name == "teacher" and ("precompute" in names)):
       _check_stage(name, config[name])
+      _check_model(name, config[name], shape, classes)
   if "student" in names and needs_teacher(config.student):
     if config.teacher.source not in TEACHER_SOURCES:
       raise ValueError(

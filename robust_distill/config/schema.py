@@ -145,7 +145,9 @@ def base() -> ml_collections.ConfigDict:
     autoattack_check_n=256,
   )
   # allow_config_change: resume a stage whose stored config.json differs from this one.
-  c.checkpoint = dict(every_steps=200, keep=2, skip_corrupt=False, allow_config_change=False)
+  # A checkpoint that fails verification is always moved aside (STAGE/ckpt_corrupt/) and the
+  # previous one used: the same command resumes, with no flag.
+  c.checkpoint = dict(every_steps=200, keep=2, allow_config_change=False)
   return c
 
 

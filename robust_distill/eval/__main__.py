@@ -15,7 +15,7 @@ from absl import app, flags, logging
 
 from robust_distill.attacks import autoattack
 from robust_distill.eval.autoattack import Stopped, evaluate
-from robust_distill import parallel
+from robust_distill import errors, parallel
 
 flags.DEFINE_string("workdir", None, "Training workdir holding the checkpoint.")
 flags.DEFINE_string("stage", "", "Stage to evaluate: student (default when trained) or teacher.")
@@ -53,6 +53,7 @@ flags.DEFINE_multi_string(
   "n_target_classes, n_queries, fab_iter, p_init, rho, eot_iter, unroll, "
   "chunk, driver=auto|host|device); tests use fewer iterations.",
 )
+flags.DEFINE_bool("verbose", False, "On an error, show the traceback too.")
 FLAGS = flags.FLAGS
 
 
@@ -86,8 +87,10 @@ def main(argv):
   except Stopped as e:
     print(e, flush=True)
     raise SystemExit(3) from None
-  except (ValueError, FileNotFoundError) as e:
-    raise SystemExit(f"error: {e}") from None
+  except errors.EXPECTED as e:
+    if FLAGS.verbose:
+      raise
+    raise SystemExit(f"error: {errors.one_line(e)}") from None
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 
 import jax
 
-from robust_distill import parallel, workdir as workdir_lib
+from robust_distill import files, parallel, workdir as workdir_lib
 from robust_distill.attacks import autoattack as aa
 from robust_distill.eval import honesty, report
 from robust_distill.eval.protocol import Runner, Stopped, run_protocol
@@ -81,6 +81,14 @@ def evaluate(
 ) -> dict:
   """Runs the AutoAttack evaluation of a checkpoint on test points ``start .. start + n``
   (``n`` = 0: to the end); returns the result dict that is also written to ``out``."""
+  for key, value, low in (("n", n, 0), ("start", start, 0), ("batch_size", batch_size, 0),
+                          ("check_n", check_n, 0), ("seed", seed, 0)):  # fmt: skip
+    if value < low:
+      raise ValueError(f"--{key}={value}: must be >= {low}")
+  if eps < 0 and eps != -1.0:
+    raise ValueError(f"--eps={eps}: must be >= 0 (or -1: the run's evaluation eps)")
+  if stage not in ("", "student", "teacher"):
+    raise ValueError(f"--stage={stage!r}: valid: 'student', 'teacher'")
   names = aa.resolve(attacks)
   o = aa.options(attacks if attacks in aa.VERSIONS else "standard", **(opts or {}))
   if o["eot_iter"] > 1:
@@ -95,6 +103,11 @@ def evaluate(
   norm = norm or stage_cfg.attack.norm
   if norm not in ("linf", "l2"):
     raise ValueError(f"norm must be linf or l2, got {norm!r}")
+  if norm == "linf" and eps > 1:
+    raise ValueError(f"--eps={eps}: an L-inf radius on images in [0, 1] must be <= 1")
+  out = out or os.path.join(workdir, "eval_autoattack.json")
+  state_dir = os.path.join(os.path.dirname(os.path.abspath(out)), "autoattack")
+  files.check_writable(state_dir)  # before any compute: the results must have a place
   mesh = parallel.make_mesh(devices)
   ndev = mesh.devices.size
   batch_size = batch_size or 32 * ndev
@@ -128,7 +141,7 @@ def evaluate(
     names=names,
     batch_size=batch_size,
     seed=seed,
-    state_path=os.path.join(workdir, "autoattack", f"state_{_settings_key(settings)}.npz"),
+    state_path=os.path.join(state_dir, f"state_{_settings_key(settings)}.npz"),
     settings=settings,
     fresh=fresh,
     stop_after_batches=stop_after_batches,
@@ -181,7 +194,6 @@ def evaluate(
         seed=seed,
       )
     )
-  out = out or os.path.join(workdir, "eval_autoattack.json")
   report.write_json(out, result)
   log(report.autoattack_table(result))
   log(f"[autoattack] wrote {out} ({fmt_time(time.perf_counter() - t_start)} this run)")

@@ -32,6 +32,26 @@ def _new_state(n: int, n_att: int) -> dict:
   }
 
 
+def _load_state(path: str, n: int, n_att: int, log) -> dict | None:
+  """The saved per-point state, or None (with a one-line warning, the file moved aside to
+  ``<path>.corrupt``) when it cannot be read or does not fit these settings."""
+  try:
+    with np.load(path) as z:
+      st = {k: z[k] for k in z.files}
+    want = _new_state(n, n_att)
+    if set(st) != set(want) or any(st[k].shape != want[k].shape for k in want):
+      raise ValueError("its arrays do not match this evaluation's points and attacks")
+    return st
+  except Exception as e:  # zipfile, numpy and the check above raise many types
+    if jax.process_index() == 0:
+      os.replace(path, path + ".corrupt")
+    log(
+      f"WARNING: AutoAttack state {path} is unreadable ({type(e).__name__}: {e}); moved to "
+      f"{path}.corrupt, starting this evaluation over"
+    )
+    return None
+
+
 def _save_state(path, state):
   tmp = path + ".tmp.npz"
   np.savez(tmp, **state)
@@ -152,11 +172,12 @@ def run_protocol(
   ``max_dist``, ``min_val``, ``max_val``, ``recheck_fail``.
   """
   mesh, n = runner.mesh, len(labels)
+  st = None
   if not fresh and os.path.exists(state_path):
-    with np.load(state_path) as z:
-      st = {k: z[k] for k in z.files}
-    log(f"[autoattack] resuming from {state_path}")
-  else:
+    st = _load_state(state_path, n, len(names), log)
+    if st is not None:
+      log(f"[autoattack] resuming from {state_path}")
+  if st is None:
     st = _new_state(n, len(names))
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(state_path), exist_ok=True)

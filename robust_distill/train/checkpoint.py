@@ -32,6 +32,10 @@ class CheckpointCorruptError(RuntimeError):
   """A checkpoint's files do not match its manifest or cannot be read."""
 
 
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (disk full, read-only folder)."""
+
+
 def _crc(path):
   c = 0
   with open(path, "rb") as f:
@@ -74,18 +78,35 @@ class Checkpointer:
   def _manager(self, kind):
     return self.latest if kind == "latest" else self.best
 
-  def save(self, step: int, state, meta: dict, *, kind: str = "latest") -> None:
-    """Saves asynchronously; the manifest is written once the save has committed."""
+  def save(self, step: int, state, meta: dict, *, kind: str = "latest", log=print) -> bool:
+    """Saves the checkpoint of ``step`` and its manifest before returning (so that a kill at
+    any later instant leaves a verifiable checkpoint). A checkpoint of ``step`` already on
+    disk is kept and not saved again (a resumed run reaches the same step with the same state:
+    saving is idempotent). Returns whether it saved. A failed write (a full disk, a read-only
+    folder) raises ``CheckpointWriteError``; the checkpoints already on disk are untouched."""
     self.finish()
     mngr = self._manager(kind)
-    mngr.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave(to_pure(state)), meta=ocp.args.JsonSave(meta)
-      ),
-      force=True,
-    )
-    self._pending.append((kind, step))
+    if step in mngr.all_steps():
+      log(f"[checkpoint] the {kind} checkpoint of step {step} is already on disk: kept")
+      return False
+    try:
+      mngr.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave(to_pure(state)), meta=ocp.args.JsonSave(meta)
+        ),
+        force=True,
+      )
+      self._pending.append((kind, step))
+      self.finish()
+    except Exception as e:  # OSError, or orbax/tensorstore's wrapping of it
+      reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+      raise CheckpointWriteError(
+        f"cannot write the {kind} checkpoint of step {step} to {mngr.directory} "
+        f"({type(e).__name__}: {reason}); the earlier checkpoints are intact: free space or "
+        "fix the folder's permissions, then rerun the same command"
+      ) from e
+    return True
 
   def finish(self) -> None:
     """Waits for pending saves and writes their manifests (only the main process writes)."""
@@ -114,9 +135,13 @@ class Checkpointer:
       raise CheckpointCorruptError(
         f"checkpoint {d} has no manifest {mpath}: its save did not finish"
       )
-    with open(mpath) as f:
-      manifest = json.load(f)
-    for rel, (size, crc) in manifest.items():
+    try:
+      with open(mpath) as f:
+        manifest = json.load(f)
+      entries = [(rel, int(size), int(crc)) for rel, (size, crc) in manifest.items()]
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+      raise CheckpointCorruptError(f"checkpoint manifest {mpath} is unreadable ({e})") from e
+    for rel, size, crc in entries:
       p = os.path.join(d, rel)
       if not os.path.exists(p):
         raise CheckpointCorruptError(f"checkpoint file missing: {p}")
@@ -155,36 +180,59 @@ class Checkpointer:
       self._manager(kind).restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     )
 
-  def restore_latest(self, abstract_state, *, skip_corrupt: bool = False, log=print):
-    """Restores the newest good checkpoint, or returns ``(None, None)`` if there is none.
+  def restore_latest(self, abstract_state, *, log=print):
+    """Restores the newest good latest checkpoint, or returns ``(None, None)`` if there is none.
 
-    A corrupt newest checkpoint raises ``CheckpointCorruptError`` naming the file, unless
-    ``skip_corrupt``: then it is moved aside to ``STAGE/ckpt_corrupt/<step>`` (kept, not
-    deleted) and the previous good checkpoint is restored.
+    A checkpoint that fails verification (no manifest: a kill before it was written; a file
+    missing, truncated or altered; an unreadable manifest) is moved aside to
+    ``STAGE/ckpt_corrupt/`` (kept, never deleted) with a one-line warning naming it, and the
+    previous one is tried: a scheduler's restart resumes by the same command.
     """
     for step in reversed(self.steps()):
       try:
         return self.restore(step, abstract_state)
       except CheckpointCorruptError as e:
-        if not skip_corrupt:
-          raise CheckpointCorruptError(
-            f"{e}\nThe latest checkpoint (step {step}) is unusable. To resume from the "
-            "previous good checkpoint instead, rerun with "
-            "--config.checkpoint.skip_corrupt=True (the corrupt one is then moved to "
-            f"{self.dir}/ckpt_corrupt/, not deleted)."
-          ) from e
-        log(
-          f"WARNING: {e}; moving it to {self.dir}/ckpt_corrupt/{step} and trying the previous "
-          "checkpoint"
-        )
-        if jax.process_index() == 0:
-          os.makedirs(os.path.join(self.dir, "ckpt_corrupt"), exist_ok=True)
-          shutil.move(
-            os.path.join(self.latest.directory, str(step)),
-            os.path.join(self.dir, "ckpt_corrupt", str(step)),
-          )
-        self.latest.reload()
+        dst = self._move_aside(step)
+        log(f"WARNING: {e}; moved it to {dst} and resuming from the previous checkpoint")
     return None, None
+
+  def restore_newest(self, abstract_state, *, which: str = "best", log=print):
+    """``(state, meta, step, kind)`` of the newest checkpoint that verifies, ``which`` kind
+    first ('best' or 'latest'), then the other kind; read-only (nothing is moved). Raises
+    ``CheckpointCorruptError`` naming every unusable checkpoint if none verifies, and
+    ``FileNotFoundError`` if the stage has no checkpoint."""
+    errors = []
+    for kind in (which, "best" if which == "latest" else "latest"):
+      for step in reversed(self.steps(kind)):
+        try:
+          state, meta = self.restore(step, abstract_state, kind=kind)
+        except CheckpointCorruptError as e:
+          log(f"WARNING: {e}; trying an older checkpoint")
+          errors.append(str(e))
+          continue
+        return state, meta, step, kind
+    if errors:
+      raise CheckpointCorruptError("; ".join(errors))
+    raise FileNotFoundError(f"no checkpoint in {self.dir}; train the stage first")
+
+  def _move_aside(self, step: int) -> str:
+    """Moves the latest checkpoint of ``step`` (and its manifest) to ``STAGE/ckpt_corrupt``."""
+    aside = os.path.join(self.dir, "ckpt_corrupt")
+    dst = os.path.join(aside, str(step))
+    k = 1
+    while os.path.exists(dst):
+      dst = os.path.join(aside, f"{step}.{k}")
+      k += 1
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      shutil.move(os.path.join(self.latest.directory, str(step)), dst)
+      manifest = os.path.join(self.manifests, f"latest-{step}.json")
+      if os.path.exists(manifest):
+        shutil.move(manifest, dst + ".manifest.json")
+    if jax.process_count() > 1:  # every host sees the move before it reloads
+      multihost_utils.sync_global_devices("robust_distill checkpoint moved aside")
+    self.latest.reload()
+    return dst
 
   def close(self):
     self.finish()

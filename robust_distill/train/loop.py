@@ -79,9 +79,7 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
   repl = parallel.replicated(mesh)
 
   ck = ckpt_lib.Checkpointer(sdir, keep=config.checkpoint.keep)
-  restored, meta = ck.restore_latest(
-    ckpt_lib.abstract(state, repl), skip_corrupt=config.checkpoint.skip_corrupt, log=log
-  )
+  restored, meta = ck.restore_latest(ckpt_lib.abstract(state, repl), log=log)
   if restored is not None:
     state = restored
     log(f"[{name}] resumed from step {int(state['step'])} ({sdir})")
@@ -124,6 +122,7 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
   )
   teacher_vars = (teacher["params"], teacher["stats"]) if online else None
   apply = make_apply(graphdef, stage_cfg.temperature)
+  finite = step_lib.make_finite_check(apply)
   val_fn = _val_eval_fn(config, stage_cfg, apply)
   rng = jax.random.key(config.seed + (0 if name == "teacher" else 7))
   writer = Writer(sdir)
@@ -138,6 +137,13 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
   )
 
   def save(step_no, kind="latest", extra=None):
+    if not bool(finite(state["params"], state["stats"], batch["image"])):
+      good = ck.steps()
+      raise NonFiniteLossError(
+        f"[{name}] the parameters after step {step_no} are not finite or give non-finite "
+        f"logits (its loss terms were finite: {_terms(metrics)}); not saved. "
+        + (f"The last good checkpoint, step {good[-1]}, is intact." if good else "")
+      )
     m = {
       "data_iter": it.get_state(),
       "best_val": best,
@@ -147,7 +153,7 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
       "config": json.loads(config.to_json_best_effort()),
       **(extra or {}),
     }
-    ck.save(step_no, state, m, kind=kind)
+    ck.save(step_no, state, m, kind=kind, log=log)
 
   stop_at = int(stage_cfg.stop_at_step)
   try:
@@ -157,12 +163,16 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
         batch.pop("id")
         state, metrics = step_fn(state, batch, rng, teacher_vars)
         metrics = jax.device_get(metrics)
-        bad = [k for k, v in metrics.items() if k.startswith("loss") and not np.isfinite(v)]
+        bad = [
+          k
+          for k, v in metrics.items()
+          if (k.startswith("loss") or k in ("grad_norm", "param_norm")) and not np.isfinite(v)
+        ]
         if bad:
-          ck.finish()
           good = ck.steps()
           raise NonFiniteLossError(
-            f"[{name}] non-finite loss at step {s + 1}: "
+            f"[{name}] step {s + 1}: loss {float(metrics['loss']):.4g} ({_terms(metrics)}); "
+            + "non-finite: "
             + ", ".join(f"{k}={metrics[k]}" for k in bad)
             + (
               f". The last good checkpoint (step {good[-1]}) in {sdir}/ckpt is intact."
@@ -232,7 +242,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the configured stages in order; returns the evaluation results (if evaluated)."""
   names = C.stage_names(config)
   C.validate(config)
-  os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh(config.num_devices)
   if config.steps > 0:
     config = C.smoke_limits(config, mesh.devices.size)
@@ -240,6 +249,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       f"smoke run (steps={config.steps}): {config.steps} steps per training stage, batches of "
       f"{config.eval.batch_size}, one evaluation batch; the numbers mean nothing"
     )
+  C.check_devices(config, mesh.devices.size)
+  files.check_writable(workdir)
   for name in ("teacher", "student"):
     if name in names:
       check_resumable(config, name, workdir_lib.stage_dir(workdir, name))
@@ -260,30 +271,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if "teacher" in names and not config.teacher.workdir:
     train_stage(config, "teacher", workdir, data, mesh)
   if "precompute" in names:
-    g, p, s, _ = workdir_lib.load_stage_model(config, "teacher", workdir, mesh)
-    apply = make_apply(g, config.teacher.temperature)
-    teacher_lib.precompute(
-      apply,
-      p,
-      s,
-      data["train"],
-      logits_dir,
-      mesh,
-      batch_size=config.eval.batch_size,
-      flip_aware=config.teacher.flip_aware,
-      log=log,
-    )
+    teacher_lib.run_stage(config, workdir, data, mesh, logits_dir, log=log)
   if "student" in names:
     teacher = None
     if C.needs_teacher(config.student):
       if config.teacher.source == "online":
-        g, p, s, _ = workdir_lib.load_stage_model(config, "teacher", workdir, mesh)
+        g, p, s, _ = workdir_lib.load_stage_model(config, "teacher", workdir, mesh, log=log)
         teacher = {"graphdef": g, "params": p, "stats": s}
       else:
-        logits, ids = teacher_lib.load(logits_dir)
+        logits, ids = teacher_lib.load_or_recompute(
+          config, workdir, data, mesh, logits_dir, log=log
+        )
         teacher = {"logits": logits / config.teacher.temperature, "ids": ids}
     train_stage(config, "student", workdir, data, mesh, teacher=teacher)
   if "eval" in names:
     results = evaluate_stage(config, "student", workdir, data["test"], mesh, log=log)
   log(f"total wall time {fmt_time(time.perf_counter() - t0)}")
   return results
+
+
+def _terms(metrics) -> str:
+  """The loss terms of a step's metrics, ``loss/<term>=value``."""
+  return ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items() if k.startswith("loss/"))

@@ -37,6 +37,13 @@ def check_resumable(config, name: str, stage_directory: str) -> None:
     return
   if not os.path.exists(os.path.join(stage_directory, "config.json")):
     return
+  started = os.path.exists(os.path.join(stage_directory, "done.json")) or any(
+    os.listdir(os.path.join(stage_directory, d))
+    for d in ("ckpt", "ckpt_best")
+    if os.path.isdir(os.path.join(stage_directory, d))
+  )
+  if not started:  # a start that failed before its first checkpoint blocks nothing
+    return
   old = _flatten(workdir_lib.read_config(stage_directory).to_dict())
   new = _flatten(C.upgrade(json.loads(config.to_json_best_effort())).to_dict())  # as stored
   keys = ["dataset", "seed"] + [

@@ -187,3 +187,18 @@ def init_from(state, source: str, teacher, tx):
     )
   params, stats = jax.device_get((teacher["params"], teacher["stats"]))
   return {**state, "params": params, "stats": stats, "opt": tx.init(params)}
+
+
+def make_finite_check(apply):
+  """``check(params, stats, images) -> bool``: every parameter is finite and the eval-mode
+  logits on ``images`` (uint8) are finite. The loop runs it before every save, so that no
+  checkpoint holds a state that already diverged (a finite loss before an update says nothing
+  about the parameters after it)."""
+
+  @jax.jit
+  def check(params, stats, images):
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+    logits = apply(params, stats, images.astype(jnp.float32) / 255.0, train=False)[0]
+    return ok & jnp.all(jnp.isfinite(logits))
+
+  return check
