@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from robust_distill import files, parallel, workdir as workdir_lib
+from robust_distill import faults, files, parallel, workdir as workdir_lib
 from robust_distill.data import pipeline
 from robust_distill.metrics import fmt_time
 from robust_distill.models import make_apply
@@ -82,6 +82,7 @@ def precompute(
     tmp = path + ".tmp.npz"
     np.savez(tmp, logits=z[keep].astype(np.float32), ids=b["id"][keep])
     os.replace(tmp, path)
+    faults.point(f"precompute:chunk:{i}")
     computed += 1
     if computed % max(nb // 5, 1) == 0:
       el = time.perf_counter() - t0

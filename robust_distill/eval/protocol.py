@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robust_distill import parallel
+from robust_distill import faults, parallel
 from robust_distill.attacks import autoattack as aa, threat
 from robust_distill.data import pipeline
 from robust_distill.metrics import fmt_time
@@ -222,6 +222,7 @@ def run_protocol(
       if jax.process_index() == 0:
         _save_state(state_path, st)
       done_batches += 1
+      faults.point(f"autoattack:batch:{done_batches}")
       el = time.perf_counter() - t_att
       robust_now = int(((st["clean"] == 1) & (st["broken_by"] < 0)).sum())
       log(

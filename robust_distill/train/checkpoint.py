@@ -25,7 +25,7 @@ import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
-from robust_distill import files as files_lib
+from robust_distill import faults, files as files_lib
 
 
 class CheckpointCorruptError(RuntimeError):
@@ -114,6 +114,9 @@ class Checkpointer:
       return
     self.latest.wait_until_finished()
     self.best.wait_until_finished()
+    stage = os.path.basename(self.dir)
+    for kind, step in self._pending:
+      faults.point(f"{stage}:save:{kind}:{step}:committed")
     if jax.process_index() == 0:
       for kind, step in self._pending:
         d = os.path.join(self._manager(kind).directory, str(step))
@@ -122,6 +125,8 @@ class Checkpointer:
           files_lib.write_json(os.path.join(self.manifests, f"{kind}-{step}.json"), files)
     if jax.process_count() > 1:  # no host may read a manifest before host 0 has written it
       multihost_utils.sync_global_devices("robust_distill checkpoint manifests")
+    for kind, step in self._pending:
+      faults.point(f"{stage}:save:{kind}:{step}:done")
     self._pending = []
 
   def steps(self, kind: str = "latest") -> list[int]:

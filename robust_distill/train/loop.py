@@ -18,6 +18,7 @@ import numpy as np
 
 from robust_distill import (
   config as C,
+  faults,
   files,
   parallel,
   teacher as teacher_lib,
@@ -181,6 +182,7 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
             )
           )
         done_steps = s + 1
+        faults.point(f"{name}:step:{done_steps}")
         if done_steps % config.log_every == 0 or done_steps == total or done_steps == start + 1:
           ips, eta = progress.update(done_steps)
           metrics["images_per_s"] = ips
