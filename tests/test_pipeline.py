@@ -3,6 +3,7 @@ checkpoints (8 devices -> 1, corruption), NaN handling, metrics files, notebook 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -234,3 +235,32 @@ print("STAGE", m.stage, len(m.history), m.config.student.loss.kd_clean)
   here = robust_distill.restore(wd)
   x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype(np.float32)
   np.testing.assert_allclose(np.asarray(here(x)), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_garbage_manifest_and_corrupt_best_are_named_and_an_older_checkpoint_used(
+  full_run, tmp_path
+):
+  wd_full, _ = full_run
+  wd = str(tmp_path / "copy")
+  shutil.copytree(wd_full, wd)
+  cfg = smoke_config()
+  # The teacher's best checkpoint truncated: a reader falls back to its latest one, and says so.
+  best = os.path.join(wd, "teacher", "ckpt_best")
+  files = [os.path.join(r, f) for r, _, fs in os.walk(best) for f in fs]
+  victim = max(files, key=os.path.getsize)
+  with open(victim, "r+b") as f:
+    f.truncate(os.path.getsize(victim) // 2)
+  said = []
+  m = workdir_lib.load_stage_model(cfg, "teacher", wd, parallel.make_mesh(), log=said.append)
+  assert len(said) == 1 and os.path.basename(victim) in said[0], said
+  assert m.step == max(ckpt_lib.Checkpointer(os.path.join(wd, "teacher")).steps("latest"))
+  # Garbage in a manifest: one line naming it; a resuming run moves that checkpoint aside.
+  ck = ckpt_lib.Checkpointer(os.path.join(wd, "student"))
+  step = ck.steps()[-1]
+  manifest = os.path.join(wd, "student", "manifests", f"latest-{step}.json")
+  with open(manifest, "w") as f:
+    f.write("{not json")
+  with pytest.raises(ckpt_lib.CheckpointCorruptError, match=os.path.basename(manifest)) as e:
+    ck.verify(step)
+  assert "\n" not in str(e.value)
+  ck.close()
