@@ -31,9 +31,15 @@ def make_eval_fn(
 
   Step sizes default to ``2.5 * eps / steps`` (Madry et al.); starts are uniform in the ball.
   """
-  pgd_step = pgd_step_size if pgd_step_size > 0 else 2.5 * eps / max(pgd_steps, 1)
-  cw_step = cw_step_size if cw_step_size > 0 else 2.5 * eps / max(cw_steps, 1)
   unroll_arg = unroll if unroll > 0 else None
+  # (name, objective, steps, step size): PGD on the CE, then CW-inf on the margin.
+  runs = [
+    (name, objective, steps, size if size > 0 else 2.5 * eps / max(steps, 1))
+    for name, objective, steps, size in (
+      ("pgd", "ce", pgd_steps, pgd_step_size),
+      ("cw", "cw", cw_steps, cw_step_size),
+    )
+  ]
 
   @jax.jit
   def fn(params, stats, batch, key):
@@ -42,37 +48,12 @@ def make_eval_fn(
     logits_fn = lambda xa: apply(params, stats, xa, train=False)[0]
     ok = jnp.argmax(logits_fn(x), -1) == y
     out = {"n": jnp.sum(valid), "clean": jnp.sum(ok & valid)}
-    k1, k2 = jax.random.split(key)
-    if pgd_steps > 0:
-      _, robust = attacks.pgd(
-        logits_fn,
-        x,
-        y,
-        eps=eps,
-        step_size=pgd_step,
-        steps=pgd_steps,
-        objective="ce",
-        norm=norm,
-        init="uniform",
-        rng=k1,
-        unroll=unroll_arg,
-      )
-      out["pgd"] = jnp.sum(ok & valid & robust)
-    if cw_steps > 0:
-      _, robust = attacks.pgd(
-        logits_fn,
-        x,
-        y,
-        eps=eps,
-        step_size=cw_step,
-        steps=cw_steps,
-        objective="cw",
-        norm=norm,
-        init="uniform",
-        rng=k2,
-        unroll=unroll_arg,
-      )
-      out["cw"] = jnp.sum(ok & valid & robust)
+    for (name, objective, steps, size), k in zip(runs, jax.random.split(key)):
+      if steps > 0:
+        _, robust = attacks.pgd(logits_fn, x, y, eps=eps, step_size=size, steps=steps,
+                                objective=objective, norm=norm, init="uniform", rng=k,
+                                unroll=unroll_arg)  # fmt: skip
+        out[name] = jnp.sum(ok & valid & robust)
     return out
 
   return fn
