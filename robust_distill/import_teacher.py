@@ -24,11 +24,10 @@ import sys
 
 from flax import nnx
 import jax
-import jax.numpy as jnp
 
 from robust_distill import config as config_lib, errors, files, models, parallel
 from robust_distill.data import pipeline
-from robust_distill.train import checkpoint as ckpt_lib, optim
+from robust_distill.train import checkpoint as ckpt_lib, optim, step as step_lib
 
 
 def _layout(model) -> list:
@@ -57,12 +56,8 @@ def import_teacher(torch_path: str, config, workdir: str, *, arch: str = "", log
       f"({t.model}, {dict(t.model_kwargs)}); set --arch or the config's "
       "teacher.model / model_kwargs"
     )
-  graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  tx = optim.make_optimizer(t.optim, 1)
-  state = parallel.replicate(
-    {"params": params, "stats": stats, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)},
-    parallel.make_mesh(),
-  )
+  _, state = step_lib.init_state(model, optim.make_optimizer(t.optim, 1))
+  state = parallel.replicate(state, parallel.make_mesh())
   os.makedirs(sdir, exist_ok=True)
   files.write_text(os.path.join(sdir, "config.json"), config.to_json_best_effort(indent=1))
   meta = {

@@ -23,7 +23,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from robust_distill import config as config_lib, errors, parallel
+from robust_distill import errors, parallel
 from robust_distill.train import loop, resume
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -64,10 +64,7 @@ def main(argv):
     parallel.initialize_distributed(
       config.distributed, config.coordinator, config.num_processes, config.process_id
     )
-    try:
-      config_lib.validate(config)
-    except ValueError as e:
-      raise ValueError(f"invalid config: {e}") from e
+    # loop.run validates the config (once) before anything else.
     workdir = _WORKDIR.value or default_workdir(
       config_flags.get_config_filename(flags.FLAGS["config"]), config.steps
     )

@@ -24,7 +24,7 @@ from robust_distill import config as C, models, parallel
 from robust_distill.data import pipeline
 from robust_distill.data.splits import load_split, test_split
 from robust_distill.metrics import read_jsonl
-from robust_distill.train import checkpoint as ckpt_lib, optim
+from robust_distill.train import checkpoint as ckpt_lib, optim, step as step_lib
 
 __all__ = [
   "RestoredModel",
@@ -87,13 +87,8 @@ def load_stage_model(config, name: str, workdir: str, mesh, *, which: str = "bes
   stage_cfg = config[name]
   shape, num_classes = pipeline.geometry(config.dataset, config.data.mock_like)
   model = build_model(stage_cfg, num_classes, shape, config.seed)
-  graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  repl = parallel.replicated(mesh)
-  tx = optim.make_optimizer(stage_cfg.optim, 1)
-  abstract = ckpt_lib.abstract(
-    {"params": params, "stats": stats, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)},
-    repl,
-  )
+  graphdef, state = step_lib.init_state(model, optim.make_optimizer(stage_cfg.optim, 1))
+  abstract = ckpt_lib.abstract(state, parallel.replicated(mesh))
   if not any(os.path.isdir(os.path.join(sdir, d)) for d in ("ckpt", "ckpt_best")):
     raise FileNotFoundError(f"no checkpoint of stage {name!r} in {sdir}; train it first")
   ck = ckpt_lib.Checkpointer(sdir)
