@@ -5,6 +5,11 @@ machine noise hits both alike, and the script prints the median step time of eac
 PyTorch time / JAX time (> 1 means JAX is faster).
 
     python bench/pgd_step.py [--host_devices=8] [--batch=128] [--steps=10] [--reps=7]
+    python bench/pgd_step.py --reference_only --reps=5   # the PyTorch step alone (seconds)
+
+The PyTorch step's time is the project's machine reference: every time quoted in the README
+and docs has it beside it, measured on the same machine right after, so that a reader can scale
+the time to their own machine (``launch/quickstart.sh`` prints it at its end).
 
 The JAX step is exactly the library's training step (``robust_distill.train.step``) jitted over
 a ``data`` mesh of ``--host_devices`` CPU devices; the PyTorch step is an eager implementation of
@@ -42,6 +47,9 @@ def parse():
   p.add_argument("--steps", type=int, default=10, help="PGD iterations")
   p.add_argument("--reps", type=int, default=21, help="timed steps per implementation")
   p.add_argument("--json", default="", help="also write the results here")
+  p.add_argument(
+    "--reference_only", action="store_true", help="time only the PyTorch step (the reference)"
+  )
   return p.parse_args()
 
 
@@ -114,8 +122,26 @@ def torch_step(args):
   return run, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def reference(args):
+  """Prints the median PyTorch step (the machine reference) and returns it in ms."""
+  trun, tdesc = torch_step(args)
+  trun()  # warm-up
+  times = []
+  for _ in range(args.reps):
+    t = time.perf_counter()
+    trun()
+    times.append(time.perf_counter() - t)
+  ms = statistics.median(times) * 1e3
+  print(f"reference step (bench/pgd_step.py, PyTorch PGD-{args.steps} AT step, batch {args.batch}, "
+        f"{tdesc}, median of {args.reps}): {ms:.0f} ms")  # fmt: skip
+  return ms
+
+
 def main():
   args = parse()
+  if args.reference_only:
+    reference(args)
+    return
   jrun, jdesc = jax_step(args)
   trun, tdesc = torch_step(args)
   for f in (jrun, trun, jrun, trun):  # compile + warm-up

@@ -13,9 +13,10 @@ command then skips the teacher stage and distils from the imported model (online
 config to both commands.
 """
 
-from robust_distill import cpu_devices
+from robust_distill import compile_cache, cpu_devices
 
 cpu_devices.configure_from_argv()  # before JAX is imported: XLA reads the flag once
+compile_cache.configure()  # likewise: JAX reads its cache settings at import
 
 import argparse
 import json

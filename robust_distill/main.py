@@ -12,9 +12,10 @@ launch/).
 This file is intentionally short: the work is in ``robust_distill.train.loop``.
 """
 
-from robust_distill import cpu_devices
+from robust_distill import compile_cache, cpu_devices
 
 cpu_devices.configure_from_argv()  # before JAX is imported: XLA reads the flag once
+compile_cache.configure()  # likewise: JAX reads its cache settings at import
 
 import os
 import re

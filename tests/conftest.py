@@ -1,10 +1,27 @@
-"""Test setup: 8 virtual CPU devices (set before JAX is imported), quiet logs, shared helpers."""
+"""Test setup: 8 virtual CPU devices (set before JAX is imported), quiet logs, one persistent
+compilation cache per test session, shared helpers."""
 
+import fcntl
+import json
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Most tests compile the same few programs (the smoke config's step, attacks, AutoAttack); one
+# compilation cache for the session, created empty by the first process (pytest, or xdist's
+# controller) and inherited by the workers and every CLI subprocess, compiles each once. It is
+# removed at the end, so that every run of the suite starts from an empty cache.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="robust_distill_test_xla_")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# Likewise one directory for what the session's processes share (the trained workdir below).
+_OWN_SHARED = "ROBUST_DISTILL_TEST_SHARED" not in os.environ
+if _OWN_SHARED:
+  os.environ["ROBUST_DISTILL_TEST_SHARED"] = tempfile.mkdtemp(prefix="robust_distill_test_")
 
 import pytest
 
@@ -29,3 +46,29 @@ def smoke_config(**overrides):
 @pytest.fixture
 def smoke():
   return smoke_config
+
+
+@pytest.fixture(scope="session")
+def trained_workdir():
+  """``(workdir, eval results)`` of one uninterrupted smoke pipeline (teacher -> precompute ->
+  student -> eval with AutoAttack and its checks), trained once per test session and shared by
+  every test that only needs a trained run (xdist workers take turns through a file lock; the
+  tests that use it are grouped on one worker by ``xdist_group("trained")``). Read it only:
+  a test that writes copies it first (``shutil.copytree``)."""
+  from robust_distill.train import loop  # noqa: PLC0415 (only the sessions that need it train)
+
+  shared = os.environ["ROBUST_DISTILL_TEST_SHARED"]
+  wd = os.path.join(shared, "trained")
+  with open(os.path.join(shared, "trained.lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(os.path.join(wd, "eval.json")):
+      loop.run(smoke_config(), wd)
+  with open(os.path.join(wd, "eval.json")) as f:
+    return wd, json.load(f)
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+  if _OWN_SHARED:
+    shutil.rmtree(os.environ["ROBUST_DISTILL_TEST_SHARED"], ignore_errors=True)

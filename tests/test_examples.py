@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, smoke_config
-from robust_distill.train import loop
+from conftest import ROOT
 from robust_distill import apidoc
 
 
@@ -27,11 +26,11 @@ def test_optax_example_trains_with_library_losses_and_attacks():
   assert 0.0 <= res["after"]["autoattack"] <= res["after"]["clean"]
 
 
-def test_notebook_runs_headless_on_a_tiny_checkpoint(tmp_path):
+@pytest.mark.xdist_group("trained")
+def test_notebook_runs_headless_on_a_tiny_checkpoint(trained_workdir):
   nbformat = pytest.importorskip("nbformat")
   nbclient = pytest.importorskip("nbclient")
-  wd = str(tmp_path / "run")
-  loop.run(smoke_config(stages="teacher", steps=4), wd)
+  wd = trained_workdir[0]  # the notebook only reads the run
   nb = nbformat.read(os.path.join(ROOT, "examples", "evaluate_checkpoint.ipynb"), as_version=4)
   os.environ["ROBUST_DISTILL_WORKDIR"] = wd
   os.environ["ROBUST_DISTILL_EVAL_N"] = "64"

@@ -1,8 +1,11 @@
 """The results-table suite: runs, resumes, writes Markdown."""
 
+import pytest
+
 from robust_distill.experiments import table
 
 
+@pytest.mark.slow  # a teacher, two students, their evaluations and the logit study: 2 minutes
 def test_results_table_runs_resumes_and_writes_markdown(tmp_path, capsys):
   kw = dict(out_dir=str(tmp_path / "out"), eval_n=64, autoattack_n=32, only=["pgd_at", "dgad"])
   rows = table.run("smoke", str(tmp_path / "wd"), **kw)

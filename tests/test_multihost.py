@@ -10,6 +10,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 import robust_distill
 
@@ -68,6 +69,7 @@ def _wait(procs, timeout=420):
   return outs
 
 
+@pytest.mark.slow  # three processes, each compiling the whole pipeline: about 2 minutes
 def test_two_processes_match_one_process_and_restore_in_one(tmp_path):
   port = _free_port()
   multi = str(tmp_path / "multi")

@@ -16,6 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import robust_distill
 from robust_distill import models, parallel, workdir as workdir_lib
 from robust_distill.train import checkpoint as ckpt_lib
+from robust_distill.eval import report
+from robust_distill.eval.stage import evaluate_stage
 from robust_distill.train import loop
 
 from conftest import ROOT, smoke_config
@@ -35,12 +37,22 @@ def _leaves(workdir, stage="teacher", which="latest"):
   return [np.asarray(x) for x in jax.tree.leaves(m.params)]
 
 
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-  """One uninterrupted smoke pipeline: teacher -> precompute -> student -> eval."""
-  wd = str(tmp_path_factory.mktemp("full"))
-  res = loop.run(smoke_config(), wd)
-  return wd, res
+# The session's trained smoke pipeline (conftest.trained_workdir), read-only; its tests share a
+# worker.
+pytestmark = pytest.mark.xdist_group("trained")
+
+
+@pytest.fixture
+def full_run(trained_workdir):
+  return trained_workdir
+
+
+@pytest.fixture
+def full_copy(trained_workdir, tmp_path):
+  """A private copy of the trained workdir, for tests that write into it."""
+  wd = str(tmp_path / "copy")
+  shutil.copytree(trained_workdir[0], wd)
+  return wd, trained_workdir[1]
 
 
 def test_pipeline_writes_results_metrics_and_events(full_run):
@@ -59,8 +71,8 @@ def test_pipeline_writes_results_metrics_and_events(full_run):
   assert "done.json" in chunks
 
 
-def test_eval_stage_reports_autoattack_with_checks_and_cli_resumes(full_run):
-  wd, res = full_run
+def test_eval_stage_reports_autoattack_with_checks_and_cli_resumes(full_copy):
+  wd, res = full_copy
   assert res["autoattack_n"] == 64 and 0.0 <= res["autoattack_acc"] <= res["autoattack_clean_acc"]
   with open(os.path.join(wd, "eval_autoattack.json")) as f:
     aa = json.load(f)
@@ -103,8 +115,8 @@ def test_eval_stage_reports_autoattack_with_checks_and_cli_resumes(full_run):
     assert json.load(f)["robust_acc"] == aa["robust_acc"]
 
 
-def test_training_cli_eval_stage_runs_autoattack(full_run, tmp_path):
-  wd, _ = full_run
+def test_training_cli_eval_stage_runs_autoattack(full_copy):
+  wd, _ = full_copy
   # The training CLI imports the AutoAttack evaluator inside its eval stage: no flag clash.
   r = subprocess.run(
     [
@@ -136,8 +148,8 @@ def test_evaluate_cli_rejects_bad_input_before_compute(full_run):
   assert r.returncode != 0 and "valid" in r.stderr
 
 
-def test_finished_stages_are_skipped(full_run, capsys):
-  wd, res = full_run
+def test_finished_stages_are_skipped(full_copy, capsys):
+  wd, res = full_copy
   res2 = loop.run(smoke_config(stages="teacher,student"), wd)
   out = capsys.readouterr().out
   assert "[teacher] already trained" in out and "[student] already trained" in out
@@ -237,12 +249,8 @@ print("STAGE", m.stage, len(m.history), m.config.student.loss.kd_clean)
   np.testing.assert_allclose(np.asarray(here(x)), logits, rtol=1e-5, atol=1e-5)
 
 
-def test_garbage_manifest_and_corrupt_best_are_named_and_an_older_checkpoint_used(
-  full_run, tmp_path
-):
-  wd_full, _ = full_run
-  wd = str(tmp_path / "copy")
-  shutil.copytree(wd_full, wd)
+def test_garbage_manifest_and_corrupt_best_are_named_and_an_older_checkpoint_used(full_copy):
+  wd, _ = full_copy
   cfg = smoke_config()
   # The teacher's best checkpoint truncated: a reader falls back to its latest one, and says so.
   best = os.path.join(wd, "teacher", "ckpt_best")
@@ -264,3 +272,21 @@ def test_garbage_manifest_and_corrupt_best_are_named_and_an_older_checkpoint_use
     ck.verify(step)
   assert "\n" not in str(e.value)
   ck.close()
+
+
+def test_cw_on_a_prefix_gives_the_figures_of_the_one_pass_evaluation(full_copy):
+  # eval.cw_n: PGD over all test points, CW over the first cw_n only; every batch keeps its
+  # random key, so each figure equals the one-pass evaluation's over the same points.
+  wd, res = full_copy
+  mesh = parallel.make_mesh()
+  test = workdir_lib.test_split(smoke_config())
+  split = smoke_config(stages="eval")
+  split.eval.update(autoattack="", cw_n=128)
+  got = evaluate_stage(split, "student", wd, test, mesh, log=lambda s: None)
+  assert got["n"] == res["n"] == 512 and got["cw_n"] == 128
+  assert (got["clean_acc"], got["pgd_acc"]) == (res["clean_acc"], res["pgd_acc"])
+  prefix = smoke_config(stages="eval")
+  prefix.eval.update(autoattack="", n=128)
+  want = evaluate_stage(prefix, "student", wd, test, mesh, log=lambda s: None)
+  assert got["cw_acc"] == want["cw_acc"] and want["cw_n"] == want["n"] == 128
+  assert "(first 128 test points)" in report.table(got)

@@ -12,6 +12,7 @@ import re
 import pytest
 
 from conftest import ROOT
+from robust_distill import provenance
 
 PKG = os.path.join(ROOT, "robust_distill")
 DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
@@ -155,3 +156,31 @@ def test_the_readme_quotes_the_quickstart_results_file():
   for key in ("clean_acc", "pgd_acc", "cw_acc", "autoattack_acc"):
     assert f"| {100 * r[key]:.2f}% |" in readme, key
   assert f"first {r['autoattack_n']})" in readme
+
+
+def test_the_quickstart_figures_were_produced_by_this_code():
+  # The rule (README "What command 1 prints"): the figures stand while the code they came from
+  # is unchanged up to docstrings, comments and formatting; otherwise rerun command 1.
+  with open(os.path.join(ROOT, "results", "quickstart_eval.json")) as f:
+    recorded = json.load(f).get("code_fingerprint")
+  assert recorded == provenance.code_fingerprint(), (
+    "the quickstart's code changed since results/quickstart_eval.json was written: rerun "
+    "`bash launch/quickstart.sh`, copy runs/quickstart/eval.json and eval_autoattack.json to "
+    "results/quickstart_eval.json and results/quickstart_eval_autoattack.json, and the figures "
+    "to README.md"
+  )
+
+
+def test_the_code_fingerprint_sees_code_but_not_docs_or_formatting(tmp_path):
+  src = '"""Doc."""\n\n\ndef f(x):\n  """Doc."""\n  return x + 1  # note\n'
+  variants = {
+    "same": src,
+    "docs": '"""Other doc."""\ndef f(x):\n    """Changed."""\n    return (x + 1)\n',
+    "code": src.replace("x + 1", "x + 2"),
+  }
+  prints = {}
+  for name, text in variants.items():
+    (tmp_path / "pkg").mkdir(exist_ok=True)
+    (tmp_path / "pkg" / "m.py").write_text(text)
+    prints[name] = provenance.code_fingerprint(("pkg",), root=str(tmp_path))
+  assert prints["same"] == prints["docs"] != prints["code"]

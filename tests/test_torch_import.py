@@ -258,6 +258,7 @@ def test_bad_state_dicts_list_the_offending_keys(tmp_path):
     torch_import.from_torch(str(tmp_path / "evil.pt"), "resnet18")
 
 
+@pytest.mark.slow  # a distillation run with an imported WRN teacher: over a minute
 def test_imported_teacher_is_the_teacher_stage_of_a_distillation_run(tmp_path):
   """python -m robust_distill.import_teacher, then the training command: the teacher stage is
   skipped and the student distils from the imported network (RSLAD's CIFAR-10 config, narrowed

@@ -94,8 +94,9 @@ def _check_eval(e) -> None:
               "autoattack_check_n"):  # fmt: skip
     if e[key] < 0:
       raise ValueError(f"eval.{key}={e[key]}: must be >= 0")
-  if e.n == 0 or e.n < -1 or e.autoattack_n == 0 or e.autoattack_n < -1:
-    raise ValueError(f"eval.n={e.n}, eval.autoattack_n={e.autoattack_n}: must be > 0, or -1 (all)")
+  for key in ("n", "cw_n", "autoattack_n"):
+    if e[key] == 0 or e[key] < -1:
+      raise ValueError(f"eval.{key}={e[key]}: must be > 0, or -1 (all)")
 
 
 def check_devices(config, num_devices: int) -> None:

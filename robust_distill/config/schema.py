@@ -124,6 +124,7 @@ def base() -> ml_collections.ConfigDict:
   c.teacher.workdir = ""  # reuse a teacher trained elsewhere (its stage dir); '' = train here
   c.student = stage()
   # Eval batch 128-256 measured fastest on 2 CPU cores (54 img/s vs 36 at 512-1024).
+  # n: test points for clean / PGD (-1: all); cw_n: the first cw_n of them also get CW-inf.
   # autoattack: '' (off), 'standard', 'rand' or a comma-separated attack list, run by
   # robust_distill.eval on the first autoattack_n test points (-1: all) after PGD/CW;
   # autoattack_opts: 'KEY=VALUE,...' overrides of the attack settings (tests use fewer steps);
@@ -136,6 +137,7 @@ def base() -> ml_collections.ConfigDict:
     pgd_step_size=-1.0,
     cw_steps=30,
     cw_step_size=-1.0,
+    cw_n=-1,
     val_n=1000,
     val_pgd_steps=10,
     autoattack="standard",

@@ -7,9 +7,10 @@ Writes ``DIR/eval_autoattack.json`` (or ``--out``) and prints the table. A kille
 where it stopped when rerun with the same flags.
 """
 
-from robust_distill import cpu_devices
+from robust_distill import compile_cache, cpu_devices
 
 cpu_devices.configure_from_argv()  # before JAX is imported: XLA reads the flag once
+compile_cache.configure()  # likewise: JAX reads its cache settings at import
 
 from absl import app, flags, logging
 

@@ -23,7 +23,9 @@ def table(results: dict, title: str = "") -> str:
   lines.append("-" * 32)
   for name, key in rows:
     if key in results:
-      lines.append(f"{name:<22}{100 * results[key]:>9.2f}%")
+      subset = key == "cw_acc" and results.get("cw_n", results["n"]) < results["n"]
+      note = f"  (first {results['cw_n']} test points)" if subset else ""
+      lines.append(f"{name:<22}{100 * results[key]:>9.2f}%{note}")
   lines.append(
     f"(n = {results['n']} test points, eps = {results.get('eps')}, {results.get('norm', 'linf')})"
   )

@@ -6,7 +6,7 @@ import time
 
 import jax
 
-from robust_distill import workdir as workdir_lib
+from robust_distill import provenance, workdir as workdir_lib
 from robust_distill.attacks import autoattack
 from robust_distill.eval import metrics, report
 from robust_distill.eval.autoattack import evaluate
@@ -21,8 +21,7 @@ def evaluate_stage(config, name: str, workdir: str, test, mesh, *, log=print) ->
   eps = e.eps if e.eps >= 0 else stage_cfg.attack.eps
   g, p, s, _ = workdir_lib.load_stage_model(config, name, workdir, mesh)
   apply = make_apply(g, stage_cfg.temperature)
-  fn = metrics.make_eval_fn(
-    apply,
+  kw = dict(
     eps=eps,
     norm=stage_cfg.attack.norm,
     pgd_steps=e.pgd_steps,
@@ -31,19 +30,22 @@ def evaluate_stage(config, name: str, workdir: str, test, mesh, *, log=print) ->
     cw_step_size=e.cw_step_size,
     unroll=stage_cfg.attack.unroll,
   )
+  make = lambda **over: metrics.make_eval_fn(apply, **{**kw, **over})
   t = time.perf_counter()
-  res = metrics.run_eval(
-    fn,
-    p,
-    s,
-    test,
-    mesh,
-    batch_size=e.batch_size,
-    limit=e.n,
-    seed=config.seed + 1,
-    log=log,
-    label=f"eval {name}",
-  )
+  run = lambda fn, limit, label: metrics.run_eval(
+    fn, p, s, test, mesh, batch_size=e.batch_size, limit=limit, seed=config.seed + 1, log=log,
+    label=label,
+  )  # fmt: skip
+  n_test = len(test["label"]) if e.n < 0 else min(e.n, len(test["label"]))
+  if 0 < e.cw_n < n_test and e.cw_steps > 0:
+    # CW on the first cw_n points only: clean + PGD over all of them, then CW over the prefix.
+    # Each batch keeps its random key, so the figures equal those of the one-pass evaluation.
+    res = run(make(cw_steps=0), e.n, f"eval {name}")
+    res_cw = run(make(pgd_steps=0), e.cw_n, f"eval {name}, CW")
+    res.update(cw_acc=res_cw["cw_acc"], cw_n=res_cw["n"])
+  else:
+    res = run(make(), e.n, f"eval {name}")
+    res["cw_n"] = res["n"]
   res.update(
     eps=eps,
     norm=stage_cfg.attack.norm,
@@ -57,6 +59,7 @@ def evaluate_stage(config, name: str, workdir: str, test, mesh, *, log=print) ->
     smoke=config.steps > 0,
     command=workdir_lib.command_line(),
     git_commit=workdir_lib.git_commit(),
+    code_fingerprint=provenance.code_fingerprint(),
     devices=mesh.devices.size,
     platform=jax.devices()[0].platform,
   )

@@ -22,9 +22,10 @@ evaluated the same way, written to ``results/<suite>.md`` and ``results/<suite>.
 * ``smoke`` runs the same table on synthetic data in about a minute per entry (tests).
 """
 
-from robust_distill import cpu_devices
+from robust_distill import compile_cache, cpu_devices
 
 cpu_devices.configure_from_argv()  # before JAX is imported: XLA reads the flag once
+compile_cache.configure()  # likewise: JAX reads its cache settings at import
 
 import argparse
 import json
