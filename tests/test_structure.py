@@ -156,6 +156,7 @@ def test_the_readme_quotes_the_quickstart_results_file():
   for key in ("clean_acc", "pgd_acc", "cw_acc", "autoattack_acc"):
     assert f"| {100 * r[key]:.2f}% |" in readme, key
   assert f"first {r['autoattack_n']})" in readme
+  assert f"CW∞-{r['cw_steps']} (first {r['cw_n']:,})" in readme
 
 
 def test_the_quickstart_figures_were_produced_by_this_code():
