@@ -1,20 +1,25 @@
 """Which code produced a result: a fingerprint of the source files, blind to docs and formatting.
 
-Every ``eval.json`` records ``code_fingerprint()``: a SHA-256 over the package's Python files,
-the quickstart's configs and the launch scripts. A Python file enters as its syntax tree with
-docstrings removed (so comments, docstrings and formatting do not change the fingerprint, and
-nothing else can), any other file as its bytes. The README's quickstart figures are valid while
-``results/quickstart_eval.json``'s fingerprint equals the checkout's (a test checks it): a change
-to code that the figures depend on means rerunning README command 1. Standard library only.
+Every ``eval.json`` records ``code_files`` and ``code_fingerprint``: the repository's Python
+files that the run had imported (the package's modules and the config files, which
+``config.load`` imports from their paths) plus the launch scripts, and a SHA-256 over them. A
+Python file enters as its syntax tree with docstrings removed (so comments, docstrings and
+formatting do not change the fingerprint, and nothing else can), any other file as its bytes.
+A change that can alter a run's numbers changes one of the files it imported (a newly imported
+module is imported by a changed one). The README's quickstart figures are valid while the
+fingerprint of ``results/quickstart_eval.json``'s files is the one it records (a test checks it);
+otherwise rerun README command 1. Standard library only.
 """
 
 import ast
 import hashlib
 import os
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Relative to the repository: directories (every file below, recursively) and files.
-QUICKSTART_CODE = ("robust_distill", "configs/fmnist_ltd.py", "configs/ltd_trades.py", "launch")
+LAUNCH = ("launch",)
+SOURCES = ("robust_distill", "configs")
 _SKIP_DIRS = {"__pycache__"}
 
 
@@ -37,7 +42,7 @@ def normalized(path: str) -> bytes:
   return data
 
 
-def files(paths=QUICKSTART_CODE, root: str = ROOT) -> list[str]:
+def files(paths, root: str = ROOT) -> list[str]:
   """The files under ``paths`` (relative to ``root``), sorted, compiled caches excluded."""
   out = []
   for p in paths:
@@ -51,10 +56,30 @@ def files(paths=QUICKSTART_CODE, root: str = ROOT) -> list[str]:
   return sorted(out)
 
 
-def code_fingerprint(paths=QUICKSTART_CODE, root: str = ROOT) -> str:
+def code_fingerprint(paths, root: str = ROOT) -> str:
   """SHA-256 (hex) over ``(relative path, normalized content)`` of every file in ``files``."""
   h = hashlib.sha256()
   for rel in files(paths, root):
     h.update(rel.replace(os.sep, "/").encode() + b"\0")
     h.update(hashlib.sha256(normalized(os.path.join(root, rel))).digest())
   return h.hexdigest()
+
+
+def imported_files(root: str = ROOT) -> list[str]:
+  """The repository's code this process runs: every imported module whose file lies in
+  ``SOURCES`` (the package, and the config files that ``config.load`` imports), plus every file
+  in ``LAUNCH``."""
+  out = set(files(LAUNCH, root))
+  for mod in list(sys.modules.values()):
+    path = getattr(mod, "__file__", None)
+    if path:
+      rel = os.path.relpath(os.path.abspath(path), root)
+      if rel.split(os.sep)[0] in SOURCES and rel.endswith(".py"):
+        out.add(rel)
+  return sorted(out)
+
+
+def record(root: str = ROOT) -> dict:
+  """``{"code_files": [...], "code_fingerprint": ...}`` of this process, for a result file."""
+  names = imported_files(root)
+  return {"code_files": names, "code_fingerprint": code_fingerprint(names, root)}

@@ -18,6 +18,7 @@ A run config has:
 
 import importlib.util
 import os
+import sys
 
 import ml_collections
 
@@ -226,5 +227,7 @@ def load(spec: str) -> ml_collections.ConfigDict:
   name = "config_" + os.path.splitext(os.path.basename(path))[0]
   s = importlib.util.spec_from_file_location(name, path)
   mod = importlib.util.module_from_spec(s)
+  # Registered like an import, so that provenance.imported_files sees the config files a run read.
+  sys.modules[name] = mod
   s.loader.exec_module(mod)
   return mod.get_config(arg) if arg else mod.get_config()

@@ -59,7 +59,7 @@ def evaluate_stage(config, name: str, workdir: str, test, mesh, *, log=print) ->
     smoke=config.steps > 0,
     command=workdir_lib.command_line(),
     git_commit=workdir_lib.git_commit(),
-    code_fingerprint=provenance.code_fingerprint(),
+    **provenance.record(),
     devices=mesh.devices.size,
     platform=jax.devices()[0].platform,
   )
