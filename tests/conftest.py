@@ -17,7 +17,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_CACHE:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="robust_distill_test_xla_")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # Likewise one directory for what the session's processes share (the trained workdir below).
 _OWN_SHARED = "ROBUST_DISTILL_TEST_SHARED" not in os.environ
 if _OWN_SHARED:
@@ -27,6 +26,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from robust_distill import compile_cache
+
+compile_cache.configure()  # the entry points' cache settings, in that directory, before JAX
 
 from robust_distill import config as config_lib
 
