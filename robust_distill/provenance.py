@@ -17,7 +17,8 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Relative to the repository: directories (every file below, recursively) and files.
+# Relative to the repository. LAUNCH: files, or directories whose every file (recursively)
+# counts; SOURCES: top-level directories whose Python files count when the run imported them.
 LAUNCH = ("launch",)
 SOURCES = ("robust_distill", "configs")
 _SKIP_DIRS = {"__pycache__"}
