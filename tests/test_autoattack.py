@@ -236,3 +236,26 @@ def test_host_driven_loops_match_the_single_jit_program(toy, name):
   xa2, r2 = runner.run(name, p, x, y, active, key)
   np.testing.assert_array_equal(np.asarray(r1), np.asarray(r2))
   np.testing.assert_allclose(np.asarray(xa1), np.asarray(xa2), atol=1e-5)
+
+
+def test_one_host_runner_serves_every_radius_with_the_same_results(toy):
+  """The honesty checks sweep five radii through the evaluation's own runner: a radius given
+  per call must give what a runner built for it gives, and must not compile new programs."""
+  p, x, y = toy
+  x, y, active = x[:64], y[:64], jnp.ones(64, bool)
+  key = jax.random.key(5)
+  shared = aa.HostRunner(lambda v, z: _mlp(v, z), eps=0.08, norm="linf", chunk=5, **TINY)
+  for name in ("apgd-ce", "square"):
+    shared.run(name, p, x, y, active, key)
+  compiled = len(shared._jits)
+  for eps in (0.02, 0.16):
+    own = aa.HostRunner(lambda v, z: _mlp(v, z), eps=eps, norm="linf", chunk=5, **TINY)
+    for name in ("apgd-ce", "square"):
+      xa1, r1 = own.run(name, p, x, y, active, key)
+      xa2, r2 = shared.run(name, p, x, y, active, key, eps=eps)
+      np.testing.assert_array_equal(np.asarray(r1), np.asarray(r2))
+      np.testing.assert_allclose(np.asarray(xa1), np.asarray(xa2), atol=1e-6)
+      assert _dist(xa2, x, "linf").max() <= eps + 1e-5
+  assert len(shared._jits) == compiled
+  shared.run("apgd-ce", p, x, y, active, key, n_iter=20)  # a new schedule: its own programs
+  assert len(shared._jits) > compiled

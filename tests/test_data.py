@@ -245,3 +245,20 @@ def test_class_pool_in_the_input_pipeline():
   b1 = next(pipeline.train_iterator(data, idx, host_rows=slice(8, 16), **kw))
   np.testing.assert_array_equal(b0["pool_image"], b1["pool_image"])
   assert b1["image"].shape[0] == 8
+
+
+def test_balanced_batches_spread_points_evenly_with_little_padding():
+  assert pipeline.balanced_batches(100, 128, 8) == (100, 104)
+  assert pipeline.balanced_batches(300, 256, 8) == (150, 152)
+  assert pipeline.balanced_batches(256, 256, 8) == (256, 256)
+  assert pipeline.balanced_batches(257, 256, 8) == (129, 136)
+  assert pipeline.balanced_batches(5, 20, 8) == (5, 8)
+  assert pipeline.balanced_batches(19, 20, 8) == (19, 20)  # never above the cap
+  for count, cap in ((1, 8), (77, 64), (1000, 256), (63, 64)):
+    per, size = pipeline.balanced_batches(count, cap, 8)
+    batches = list(pipeline.padded_batches(np.arange(count), per, size))
+    assert len(batches) == -(-count // cap)  # as few batches as the cap allows
+    assert all(len(i) == size and len(v) == size for i, v in batches)
+    covered = np.concatenate([i[v] for i, v in batches])
+    np.testing.assert_array_equal(covered, np.arange(count))
+    assert size <= cap and size - per < 8

@@ -40,20 +40,23 @@ class HostRunner:
       self._jits[key] = jax.jit(fn)
     return self._jits[key]
 
-  def _loop(self, tag, algo, step_args, v, x, y, st, n, pending=None):
-    """Runs ``algo.step`` for iterations 0..n-1 in chunks; stops early once ``pending(st)`` is
-    False (checked between chunks)."""
+  def _loop(self, tag, make_algo, v, x, y, st, n, eps, pending=None):
+    """Runs ``make_algo(eps).step`` for iterations 0..n-1 in chunks; stops early once
+    ``pending(st)`` is False (checked between chunks). ``eps`` is an argument of the compiled
+    chunk, not a constant in it: one program serves every radius (the honesty checks sweep
+    five)."""
     sizes = [self.chunk] * (n // self.chunk) + ([n % self.chunk] if n % self.chunk else [])
     i0 = 0
     for size in sizes:
 
-      def chunk_fn(v, x, y, st, i0, size=size):
+      def chunk_fn(v, x, y, st, i0, eps, size=size):
+        algo = make_algo(eps)
         lf = lambda z: self.model_fn(v, z)
         for k in range(size):
           st = algo.step(lf, x, y, st, i0 + k)
         return st
 
-      st = self._jit((tag, "chunk", size), chunk_fn)(v, x, y, st, jnp.int32(i0))
+      st = self._jit((tag, "chunk", size), chunk_fn)(v, x, y, st, jnp.int32(i0), eps)
       i0 += size
       if pending is not None and not bool(pending(st)):
         break
@@ -66,24 +69,32 @@ class HostRunner:
 
     return self._jit(("targets",), fn)(v, x, y)
 
-  def run(self, name: str, variables, x, y, active, rng) -> tuple[jax.Array, jax.Array]:
+  def run(
+    self, name: str, variables, x, y, active, rng, *, eps: float | None = None, n_iter: int = 0
+  ) -> tuple[jax.Array, jax.Array]:
     """Attack ``name`` on the ``active`` examples; returns ``(x_adv, robust)`` like
-    ``attack_batch``."""
+    ``attack_batch``. ``eps`` and ``n_iter`` (APGD's iterations) override the runner's for this
+    call; the compiled programs are shared across radii (APGD's step-size schedule depends on
+    ``n_iter``, so each iteration count compiles its own)."""
     o, v = self.o, variables
+    eps = jnp.float32(self.eps if eps is None else eps)
     bshape = (x.shape[0],) + (1,) * (x.ndim - 1)
     if name in ("apgd-ce", "apgd-dlr", "apgd-t"):
       loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr_targeted"}[name]
-      algo = apgd_lib.APGD(
-        eps=self.eps, norm=self.norm, loss=loss, n_iter=o["n_iter"], rho=o["rho"]
-      )
+      iters = n_iter or o["n_iter"]
+
+      def make(e):
+        return apgd_lib.APGD(eps=e, norm=self.norm, loss=loss, n_iter=iters, rho=o["rho"])
+
       init = self._jit(
-        (loss, "init"), lambda v, x, y, k, yt: algo.init(lambda z: self.model_fn(v, z), x, y, k, yt)
+        (loss, iters, "init"),
+        lambda v, x, y, k, yt, e: make(e).init(lambda z: self.model_fn(v, z), x, y, k, yt),
       )
       res = self._jit(("apgd", "result"), apgd_lib.APGD.result)
 
       def one(key, y_t):
-        st = init(v, x, y, key, y_t)
-        st = self._loop(loss, algo, None, v, x, y, st, o["n_iter"])
+        st = init(v, x, y, key, y_t, eps)
+        st = self._loop((loss, iters), make, v, x, y, st, iters, eps)
         return res(x, st)
 
       if name != "apgd-t":
@@ -111,38 +122,39 @@ class HostRunner:
       robust = robust & active
       x_adv = x
 
-      def fin(v, x, y, st, robust, x_adv):
+      def fin(v, x, y, st, robust, x_adv, e):
         adv, _ = fab_lib.FAB.result(st)
-        still = ~fab_lib.fab_broken(
-          lambda z: self.model_fn(v, z), x, y, adv, eps=self.eps, norm=self.norm
-        )
+        still = ~fab_lib.fab_broken(lambda z: self.model_fn(v, z), x, y, adv, eps=e, norm=self.norm)
         return robust & still, jnp.where((robust & ~still).reshape(bshape), adv, x_adv)
 
       for t in range(o["n_target_classes"]):
         if not bool(jnp.any(robust)):
           break
         st = fab_lib.FAB.init(x, targets[t])
-        st = self._loop("fab", algo, None, v, x, y, st, o["fab_iter"])
-        robust, x_adv = self._jit(("fab", "fin"), fin)(v, x, y, st, robust, x_adv)
+        st = self._loop("fab", lambda e: algo, v, x, y, st, o["fab_iter"], eps)
+        robust, x_adv = self._jit(("fab", "fin"), fin)(v, x, y, st, robust, x_adv, eps)
       return x_adv, robust
     if name == "square":
-      algo = square_lib.Square(
-        eps=self.eps, norm=self.norm, n_queries=o["n_queries"], p_init=o["p_init"]
-      )
+
+      def make(e):
+        return square_lib.Square(
+          eps=e, norm=self.norm, n_queries=o["n_queries"], p_init=o["p_init"]
+        )
+
       st = self._jit(
         ("square", "init"),
-        lambda v, x, y, k, a: algo.init(lambda z: self.model_fn(v, z), x, y, k, a),
-      )(v, x, y, rng, active)
+        lambda v, x, y, k, a, e: make(e).init(lambda z: self.model_fn(v, z), x, y, k, a),
+      )(v, x, y, rng, active, eps)
       if bool(square_lib.Square.pending(st)):
         st = self._loop(
           "square",
-          algo,
-          None,
+          make,
           v,
           x,
           y,
           st,
           o["n_queries"],
+          eps,
           pending=self._jit(("square", "pending"), square_lib.Square.pending),
         )
       xa, r, _ = self._jit(

@@ -207,15 +207,29 @@ def train_iterator(
   return it
 
 
-def padded_batches(points: np.ndarray, batch_size: int):
-  """Fixed-size batches of indices over ``points``: yields ``(idx, valid)``; the last batch is
-  padded with repeats of ``points[0]``, which ``valid`` marks False (one compiled program then
-  serves every batch)."""
+def padded_batches(points: np.ndarray, batch_size: int, pad_to: int = 0):
+  """Batches of indices over ``points``: yields ``(idx, valid)``, ``batch_size`` points each
+  (fewer in the last), padded to ``pad_to`` rows (default ``batch_size``) with repeats of
+  ``points[0]``, which ``valid`` marks False (one compiled program then serves every batch)."""
+  pad_to = pad_to or batch_size
+  if pad_to < batch_size:
+    raise ValueError(f"pad_to={pad_to} < batch_size={batch_size}")
   for start in range(0, len(points), batch_size):
     idx = points[start : start + batch_size]
-    valid = np.ones(batch_size, bool)
-    valid[len(idx) :] = False
-    yield np.concatenate([idx, np.full(batch_size - len(idx), points[0])]), valid
+    valid = np.zeros(pad_to, bool)
+    valid[: len(idx)] = True
+    yield np.concatenate([idx, np.full(pad_to - len(idx), points[0])]), valid
+
+
+def balanced_batches(count: int, cap: int, multiple: int) -> tuple[int, int]:
+  """``(per_batch, padded)``: ``count`` points in the fewest batches of at most ``cap``, spread
+  evenly (``per_batch = ceil(count / n_batches)``), each padded to ``padded`` rows, a multiple
+  of ``multiple`` (at most ``cap``). 100 points, cap 128, multiple 8: one batch of 100 padded to
+  104, not 128; 300 points, cap 256: two of 150, padded to 152."""
+  if count <= 0:
+    return cap, cap
+  per = -(-count // -(-count // cap))
+  return per, min(cap, -(-per // multiple) * multiple)
 
 
 def eval_batches(data, *, batch_size: int, limit: int = 0, host_rows: slice = slice(None)):

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_distill import parallel
-from robust_distill.attacks import apgd as apgd_lib, autoattack as aa
+from robust_distill.attacks import apgd as apgd_lib
 from robust_distill.losses import core, extra
 
 
@@ -195,20 +195,20 @@ def perturbation_bounds(max_dist: float, eps: float, min_val: float, max_val: fl
 
 
 def _host_robust_fn(runner, params, stats):
-  """``robust_fn`` of the checks through the host-driven APGD-CE (fast on CPU); one compiled
-  runner per (eps, iterations), reused across calls."""
-  runners = {}
+  """``robust_fn`` of the checks through the evaluation's host-driven APGD-CE (fast on CPU),
+  whose compiled programs serve every radius (and the evaluation's own APGD-CE)."""
+  host = runner.host_runner()
 
   def robust_fn(x, y, eps, n_iter, seed):
-    if (eps, n_iter) not in runners:
-      runners[(eps, n_iter)] = aa.HostRunner(
-        lambda v, z: runner.apply(v[0], v[1], z, train=False)[0],
-        eps=eps,
-        norm=runner.norm,
-        **{**runner.o, "n_iter": n_iter},
-      )
-    _, r = runners[(eps, n_iter)].run(
-      "apgd-ce", (params, stats), x, y, jnp.ones(len(y), bool), jax.random.key(seed)
+    _, r = host.run(
+      "apgd-ce",
+      (params, stats),
+      x,
+      y,
+      jnp.ones(len(y), bool),
+      jax.random.key(seed),
+      eps=eps,
+      n_iter=n_iter,
     )
     return np.asarray(r)
 

@@ -1,7 +1,9 @@
-"""The resumable, sharded attack loop of an AutoAttack evaluation: fixed-size padded batches of
-the surviving points, one compiled program per attack, per-point state saved after every batch."""
+"""The resumable, sharded attack loop of an AutoAttack evaluation: the surviving points packed
+into equal padded batches (one size, so one compiled program, per attack), per-point state saved
+after every batch."""
 
 import json
+import math
 import os
 import time
 
@@ -69,6 +71,19 @@ class Runner:
       opts["driver"] == "auto" and jax.default_backend() == "cpu"
     )
     self._fns = {}
+    self._host_runner = None
+
+  def host_runner(self) -> aa.HostRunner:
+    """The host-driven attack loops of this evaluation, one instance for every phase and the
+    honesty checks, so that they share compiled programs."""
+    if self._host_runner is None:
+      self._host_runner = aa.HostRunner(
+        lambda v, z: self.apply(v[0], v[1], z, train=False)[0],
+        eps=self.eps,
+        norm=self.norm,
+        **self.o,
+      )
+    return self._host_runner
 
   def logits_fn(self, params, stats):
     """The eval-mode logits function of the model at fixed variables."""
@@ -105,12 +120,7 @@ class Runner:
     if name == "clean":
       return jax.jit(self._clean, out_shardings=self.repl)
     if self.host:
-      runner = aa.HostRunner(
-        lambda v, z: self.apply(v[0], v[1], z, train=False)[0],
-        eps=self.eps,
-        norm=self.norm,
-        **self.o,
-      )
+      runner = self.host_runner()
       to_float = jax.jit(lambda im: im.astype(jnp.float32) / 255.0)
       fin = jax.jit(lambda p, s, *a: self.finish(self.logits_fn(p, s), *a), out_shardings=self.repl)
 
@@ -184,7 +194,7 @@ def run_protocol(
     if settings is not None:
       with open(state_path[:-4] + ".json", "w") as f:
         json.dump(settings, f, indent=1)
-  rows = parallel.host_rows(mesh, batch_size)
+  ndev = mesh.devices.size
   done_batches = 0
   for k, name in enumerate(["clean"] + list(names)):
     if name == "clean":
@@ -193,10 +203,17 @@ def run_protocol(
       # The points robust when attack k started: clean, and not broken by an earlier attack.
       alive = (st["clean"] == 1) & ((st["broken_by"] < 0) | (st["broken_by"] == k))
       points, todo = np.nonzero(alive)[0], ~st["seen"][k - 1]
-    nb = -(-len(points) // batch_size)
+    # Each phase spreads its points evenly over the fewest batches of at most batch_size,
+    # padded only up to a multiple of 8 (of the device count beyond 8): an attack's survivors
+    # are often far fewer than a batch. Composition and padded shape (hence the random draws)
+    # depend only on the saved per-point state and the settings, not on the device count up to
+    # 8, so a resumed run, or one on 1 device, packs alike.
+    per, size = pipeline.balanced_batches(len(points), batch_size, math.lcm(8, ndev))
+    rows = parallel.host_rows(mesh, size)
+    nb = -(-len(points) // per)
     pending = [
       (b, idx, v)
-      for b, (idx, v) in enumerate(pipeline.padded_batches(points, batch_size))
+      for b, (idx, v) in enumerate(pipeline.padded_batches(points, per, size))
       if todo[idx[v]].any()
     ]
     if not pending:
@@ -204,7 +221,7 @@ def run_protocol(
     fn = runner.phase(name)
     t_att = time.perf_counter()
     log(
-      f"[autoattack] {name}: {len(points)} points in {nb} batches of {batch_size} "
+      f"[autoattack] {name}: {len(points)} points in {nb} batch(es) of {per} (padded to {size}) "
       f"({len(pending)} to do) on {mesh.devices.size} device(s)"
     )
     for j, (b, idx, valid) in enumerate(pending):
