@@ -197,12 +197,14 @@ def _randomize(model, seed):
     ("wide_resnet", lambda: TorchWRN(depth=16, widen=2), dict(depth=16, widen=2), 32),
     ("resnet18", lambda: TorchResNet18(False), {}, 32),
     ("preact_resnet18", lambda: TorchResNet18(True), {}, 32),
-    # torchvision normalises outside the model: no normalisation inside ours either.
-    (
+    # torchvision normalises outside the model: no normalisation inside ours either. Slow
+    # (`-m slow`): compiling 16 bottleneck blocks is 40 s of the default suite's budget.
+    pytest.param(
       "resnet50",
       lambda: TorchResNet50(width=8),
       dict(width=8, mean=(0.0,) * 3, std=(1.0,) * 3),
       64,
+      marks=pytest.mark.slow,
     ),
   ],
 )
