@@ -144,7 +144,7 @@ def shrink_to_smoke(c, *, mock_examples: int = 256):
   c.eval.update(
     batch_size=64, pgd_steps=3, cw_steps=3, val_n=64, val_pgd_steps=2, autoattack_n=64,
     autoattack_batch_size=0, autoattack_check_n=64,
-    autoattack_opts="n_iter=4,fab_iter=4,n_queries=20,n_target_classes=3",
+    autoattack_opts="n_iter=4,fab_iter=4,n_queries=20,n_target_classes=3,chunk=4",
   )  # fmt: skip
   c.log_every = 2
   return c

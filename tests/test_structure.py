@@ -8,6 +8,8 @@ import importlib
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -84,6 +86,33 @@ def test_the_import_graph_has_no_cycle():
   assert len(graph) > 40  # the walk found the package
   assert "robust_distill.losses.terms" in graph["robust_distill.train.step"]
   assert _cycles(graph) == []
+
+
+def test_entry_points_set_the_host_devices_before_anything_imports_jax():
+  """``python -m pkg.mod`` imports ``pkg`` (its ``__init__``) before ``mod`` runs: if a parent
+  package imports JAX, the entry point's ``configure_from_argv()`` comes too late and the run
+  silently gets one CPU device (the evaluation CLI did, whatever ``--host_devices`` said)."""
+  entries = [
+    m for m, p in _modules().items() if "cpu_devices.configure_from_argv()" in open(p).read()
+  ]
+  assert {"robust_distill.main", "robust_distill.eval.__main__"} <= set(entries), entries
+  for mod in entries:
+    parents = [mod.rsplit(".", k)[0] for k in range(mod.count("."), 0, -1)]
+    code = (
+      "import importlib, sys\n"
+      f"for p in {parents!r}: importlib.import_module(p)\n"
+      "print('jax' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.stdout.strip() == "False", (mod, parents, r.stdout, r.stderr[-500:])
+    # And the entry point then exposes the requested count.
+    code = f"import sys; sys.argv = ['x', '--host_devices=3']; import {mod}; import jax; "
+    code += "print(jax.device_count())"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.stdout.strip().splitlines()[-1:] == ["3"], (mod, r.stdout[-500:], r.stderr[-500:])
 
 
 def test_the_cycle_finder_finds_cycles():
