@@ -103,6 +103,7 @@ def test_eval_stage_reports_autoattack_with_checks_and_cli_resumes(full_copy):
       "--opt=fab_iter=4",
       "--opt=n_queries=20",
       "--opt=n_target_classes=3",
+      "--opt=chunk=4",  # the smoke config's settings, so that the saved state matches
     ],
     capture_output=True,
     text=True,
