@@ -1,8 +1,11 @@
 """The results-table suite: runs, resumes, writes Markdown."""
 
+import json
+
+import numpy as np
 import pytest
 
-from robust_distill.experiments import table
+from robust_distill.experiments import study, study_report as R, table
 
 
 @pytest.mark.slow  # a teacher, two students, their evaluations and the logit study: 2 minutes
@@ -19,3 +22,89 @@ def test_results_table_runs_resumes_and_writes_markdown(tmp_path, capsys):
   again = table.run("smoke", str(tmp_path / "wd"), **kw)  # finished entries are not rerun
   assert "robust_distill: stages" not in capsys.readouterr().out  # printed by every loop.run
   assert [r["clean_acc"] for r in again] == [r["clean_acc"] for r in rows]
+
+
+def test_study_smoke_runs_resumes_publishes_the_teacher_and_reports(tmp_path, capsys):
+  """Two tiny entries of the Fashion-MNIST study (configs/fmnist_study.py:smoke)."""
+  out, wd = tmp_path / "out", tmp_path / "wd"
+  study.run("smoke", str(wd), str(out), reference=False)
+  res = out / "fmnist_study_smoke"
+  entries = {p.name: json.loads(p.read_text()) for p in (res / "entries").iterdir()}
+  assert sorted(entries) == ["ltd_trades_s0.json", "pgd_at_s0.json"]
+  for r in entries.values():
+    assert len(r["autoattack_points"]) == r["autoattack_n"] == 32
+    assert r["autoattack_acc"] == r["autoattack_points"].count("1") / 32
+    assert r["curves"]["val"] and r["curves"]["train"] and r["minutes"] > 0
+  # The teacher is published as a workdir (best checkpoint, curves, evaluation), no TensorBoard.
+  t = res / "teachers" / "robust"
+  assert (t / "teacher" / "done.json").exists() and (t / "eval_autoattack.json").exists()
+  assert not (t / "teacher" / "tb").exists()
+  assert any((t / "teacher" / "ckpt_best").iterdir())
+  md = (out / "fmnist_study_smoke.md").read_text()
+  for s in ("| PGD-AT | 1/1 |", "| LTD-TRADES | 1/1 |", "FLOPs per image", "PGD-AT seed 0",
+            "paired bootstrap", "tradeoff.png", "logits/report.md"):  # fmt: skip
+    assert s in md, s
+  assert (res / "logits" / "report.md").exists() and (res / "tradeoff.png").stat().st_size
+  summary = json.loads((out / "fmnist_study_smoke.json").read_text())
+  assert summary["runs_done"] == summary["runs_planned"] == 2
+  # Resumable: a second invocation trains nothing and reports the same figures.
+  capsys.readouterr()
+  again = study.run("smoke", str(wd), str(out), reference=False)
+  assert "robust_distill: stages" not in capsys.readouterr().out
+  assert [r["clean_acc"] for r in again["rows"]] == [r["clean_acc"] for r in summary["rows"]]
+  # An entry file removed is rerun from its finished workdir (no training) with the same figures.
+  (res / "entries" / "pgd_at_s0.json").unlink()
+  study.run("smoke", str(wd), str(out), only=["pgd_at"], reference=False)
+  assert (
+    json.loads((res / "entries" / "pgd_at_s0.json").read_text())["clean_acc"]
+    == (entries["pgd_at_s0.json"]["clean_acc"])
+  )
+
+
+def test_study_overrides_and_entry_configs():
+  plan = study.load_plan("fmnist_study")
+  teachers = {"robust": "T/robust/teacher", "clean": "T/clean/teacher"}
+  c = study.entry_config(plan, "trades_b1", 2, teachers, "fmnist_study")
+  assert c.student.loss.trades_kl == 1.0 and c.seed == 2 and c.student.model_kwargs.width == 16
+  assert c.eval.autoattack_n == 1000 and c.eval.n == -1 and "teacher" not in c.stages
+  ltd = study.entry_config(plan, "ltd_tau01", 0, teachers, "fmnist_study")
+  assert ltd.student.loss.kd_teacher_temperature == 0.1 and ltd.eval.autoattack_n == 500
+  assert ltd.teacher.workdir == "T/robust/teacher" and ltd.teacher.model_kwargs.width == 32
+  assert ltd.teacher.attack.steps == 10 and ltd.teacher.source == "precomputed"
+  ag = study.entry_config(plan, "agkd_no_bml", 0, teachers, "fmnist_study")
+  assert ag.teacher.workdir == "T/clean/teacher" and ag.student.init_from == ""
+  assert ag.student.loss.bml_triplet == 0.0 and ag.student.loss.at_adv == 1.0
+  # Every student shares the budget: model, epochs, training-attack steps.
+  budgets = set()
+  for name in plan.entries:
+    e = study.entry_config(plan, name, 0, teachers, "fmnist_study")
+    steps = e.student.attack.steps
+    budgets.add((e.student.model, e.student.model_kwargs.width, e.student.optim.epochs,
+                 steps if plan.entries[name].group != "logit" else "none"))  # fmt: skip
+  assert budgets == {
+    ("small_cnn", 16, plan.student.epochs, 3),
+    ("small_cnn", 16, plan.student.epochs, "none"),
+  }
+  with pytest.raises(ValueError, match="student.loss.no_such"):
+    study.apply_overrides(c, "student.loss.no_such=1")
+  with pytest.raises(ValueError, match="PATH=VALUE"):
+    study.apply_overrides(c, "student.loss.trades_kl")
+
+
+def test_study_statistics():
+  a = np.array([1.0] * 70 + [0.0] * 30)
+  b = np.array([1.0] * 60 + [0.0] * 40)
+  d = R.bootstrap_diff(a, b)
+  assert d["diff"] == pytest.approx(10.0) and d["lo"] < 10 < d["hi"] and d["n"] == 100
+  assert R.bootstrap_diff(a, a) == {"diff": 0.0, "lo": 0.0, "hi": 0.0, "n": 100}
+  w = R.welch([0.70, 0.72, 0.71], [0.60, 0.61, 0.62])
+  assert w["diff"] == pytest.approx(10.0) and w["lo"] < 10 < w["hi"] and w["lo"] > 5
+  assert R.welch([0.7], [0.6, 0.61]) is None
+  assert R.frontier_at([(0.8, 0.6), (0.9, 0.5)], 0.85) == pytest.approx(0.55)
+  assert R.frontier_at([(0.8, 0.6), (0.9, 0.5)], 0.95) is None
+  run = {
+    "seed": 0,
+    "curves": {"epochs": 10.0, "val": [[e, 0.8, 0.6 + e / 1000] for e in range(1, 11)]},
+  }
+  c = R.convergence(run)
+  assert c["epochs"] == [7, 8, 9, 10] and c["movement_points"] == pytest.approx(0.3)

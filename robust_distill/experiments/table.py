@@ -2,6 +2,7 @@
 evaluated the same way, written to ``results/<suite>.md`` and ``results/<suite>.json``.
 
     python -m robust_distill.experiments.table --suite=fmnist [--workdir=runs/table_fmnist]
+    python -m robust_distill.experiments.table --suite=fmnist_study  # = experiments.study
 
 * The shared teacher (the quickstart's TRADES small CNN) is trained once in
   ``WORKDIR/teacher_shared``; each method's config (``configs/<method>.py:<suite>``) then reuses it
@@ -223,8 +224,15 @@ def run(
 
 
 def main(argv=None):
+  args = sys.argv[1:] if argv is None else argv
+  if any(a in ("--suite=fmnist_study", "--suite=fmnist_study_smoke") for a in args):
+    # The study (configs/fmnist_study.py) has its own module; this is the same command.
+    from robust_distill.experiments import study  # noqa: PLC0415 (only this suite needs it)
+
+    suite = "smoke" if "--suite=fmnist_study_smoke" in args else "fmnist_study"
+    return study.main([a for a in args if not a.startswith("--suite=")] + [f"--suite={suite}"])
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--suite", default="fmnist", choices=["fmnist", "smoke"])
+  p.add_argument("--suite", default="fmnist", choices=["fmnist", "smoke", "fmnist_study"])
   p.add_argument("--workdir", default="")
   p.add_argument("--out_dir", default="results")
   p.add_argument("--eval_n", type=int, default=2000)

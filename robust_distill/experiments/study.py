@@ -1,0 +1,341 @@
+"""The Fashion-MNIST study: does robust distillation earn its place when a strong teacher is
+distilled into a smaller student, trained to convergence and evaluated under AutoAttack?
+
+    python -m robust_distill.experiments.study [--workdir=runs/fmnist_study] [--only=a,b]
+    python -m robust_distill.experiments.table --suite=fmnist_study     # the same command
+
+The plan (teachers, student budget, evaluation, entries and their overrides) is
+``configs/fmnist_study.py``. The command:
+
+1. trains each teacher it needs once (``WORKDIR/teacher_<kind>``), evaluates the robust one
+   like a student, and publishes it to ``results/fmnist_study/teachers/<kind>/`` (a workdir
+   holding the best checkpoint, its config, its training curves and evaluation): later runs,
+   and readers, reuse the published teacher instead of training it again;
+2. runs every entry and seed in ``WORKDIR/<entry>_s<seed>`` (an interrupted entry resumes where
+   it stopped) and writes its figures, curves, per-point AutoAttack results, minutes and the
+   machine's reference step to ``results/fmnist_study/entries/<entry>_s<seed>.json``; an entry
+   whose file exists is done and is not rerun, so the command resumes entry by entry, and each
+   file can be committed as it lands;
+3. after every entry, rewrites ``results/fmnist_study.md``, ``results/fmnist_study.json`` and
+   the plots in ``results/fmnist_study/`` from the entries done so far
+   (``robust_distill.experiments.study_report``).
+
+``--suite=smoke`` runs two tiny entries on synthetic data into ``results/fmnist_study_smoke``
+(or ``--out_dir``) in a few minutes: the test suite's check of this command.
+"""
+
+from robust_distill import compile_cache, cpu_devices
+
+cpu_devices.configure_from_argv()  # before JAX is imported: XLA reads the flag once
+compile_cache.configure()  # likewise: JAX reads its cache settings at import
+
+import argparse
+import ast
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from robust_distill import config as config_lib, files, parallel, settings, workdir as workdir_lib
+from robust_distill.analysis import logits as logit_study
+from robust_distill.eval.stage import evaluate_stage
+from robust_distill.experiments import study_report
+from robust_distill.experiments.study_report import curves
+from robust_distill.train import loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PLAN = os.path.join(ROOT, "configs", "fmnist_study.py")
+KINDS = ("robust", "clean", "standard")
+
+
+def log(msg: str) -> None:
+  print(msg, flush=True)
+
+
+def load_plan(suite: str):
+  """The study's plan: ``configs/fmnist_study.py`` (``suite`` 'fmnist_study' or 'smoke')."""
+  return config_lib.load(PLAN + (":smoke" if suite == "smoke" else ""))
+
+
+def teacher_run_config(kind: str, suite: str):
+  return config_lib.load(PLAN + f":teacher:{kind}" + (":smoke" if suite == "smoke" else ""))
+
+
+def apply_overrides(c, spec: str) -> None:
+  """Applies ``path=value;path=value`` to config ``c`` in place (values parsed as Python
+  literals, else kept as strings; an unknown path is an error naming it)."""
+  for item in (s.strip() for s in spec.split(";")):
+    if not item:
+      continue
+    path, sep, raw = item.partition("=")
+    if not sep:
+      raise ValueError(f"override {item!r}: expected PATH=VALUE")
+    *parents, key = path.split(".")
+    node = c
+    for p in parents:
+      if p not in node:
+        raise ValueError(f"override {item!r}: the config has no field {path!r}")
+      node = node[p]
+    if key not in node:
+      raise ValueError(f"override {item!r}: the config has no field {path!r}")
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    if isinstance(node[key], float) and isinstance(value, int):
+      value = float(value)
+    node[key] = value
+
+
+def teacher_kind(c) -> str:
+  """'clean' for a method whose teacher trains without attacks (AGKD-BML), else 'robust'."""
+  return "clean" if c.teacher.attack.steps == 0 else "robust"
+
+
+def entry_config(plan, name: str, seed: int, teacher_dirs: dict, suite: str):
+  """The run config of entry ``name`` with seed ``seed``: its method's Fashion-MNIST config with
+  the study's teacher (published stage dir ``teacher_dirs[kind]``), student budget, evaluation
+  and the entry's overrides."""
+  e = plan.entries[name]
+  c = config_lib.load(os.path.join(ROOT, "configs", f"{e.config}.py:fmnist"))
+  stages = c.stages.split(",")
+  if "teacher" in stages:
+    kind = teacher_kind(c)
+    source = c.teacher.source
+    c.teacher = teacher_run_config(kind, suite).teacher
+    c.teacher.source = source
+    c.teacher.workdir = teacher_dirs[kind]
+    stages.remove("teacher")
+  c.stages = ",".join(stages)
+  s = c.student
+  s.model = plan.student.model
+  s.model_kwargs = dict(width=plan.student.width, hidden=plan.student.hidden)
+  s.optim.epochs = plan.student.epochs
+  c.seed = seed
+  apply_overrides(c, e.set)
+  if plan.smoke:
+    settings.shrink_to_smoke(c)
+  c.eval.update(eval_block(plan, e.group))
+  return c
+
+
+def eval_block(plan, group: str) -> dict:
+  """The study's evaluation settings (AutoAttack on fewer points for the ablation rows)."""
+  p = plan.eval
+  aa_n = p.ablation_autoattack_n if group == "ablation" else p.autoattack_n
+  return dict(
+    n=p.n, cw_n=p.cw_n, val_n=p.val_n, autoattack="standard", autoattack_n=aa_n,
+    autoattack_check_n=min(p.check_n, aa_n), autoattack_batch_size=0,
+  )  # fmt: skip
+
+
+def reference_ms() -> float | None:
+  """The machine's reference: the median PyTorch PGD-10 step of ``bench/pgd_step.py`` (ms),
+  measured now in a subprocess; None if it cannot run (no PyTorch)."""
+  cmd = [sys.executable, os.path.join(ROOT, "bench", "pgd_step.py"), "--reference_only", "--reps=5"]
+  try:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT).stdout
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  m = re.search(r"reference step .*: (\d+(?:\.\d+)?) ms", out)
+  return float(m.group(1)) if m else None
+
+
+def _timed(fn, wd: str) -> float:
+  """Runs ``fn()`` and returns the seconds it took, added to those of earlier interrupted
+  invocations of the same work (kept in ``wd/study_time.json`` while it runs)."""
+  path = os.path.join(wd, "study_time.json")
+  before = 0.0
+  if os.path.exists(path):
+    with open(path) as f:
+      before = json.load(f)["seconds"]
+  t = time.perf_counter()
+  os.makedirs(wd, exist_ok=True)
+
+  def save():
+    files.write_json(path, {"seconds": before + time.perf_counter() - t})
+
+  try:
+    fn()
+  finally:
+    save()
+  return before + time.perf_counter() - t
+
+
+def aa_points(wd: str) -> str:
+  """The per-point AutoAttack outcome of a finished evaluation in ``wd``: a string of '1'
+  (robust: clean and not broken) and '0', one character per evaluated point, in test order."""
+  states = [p for p in glob.glob(os.path.join(wd, "autoattack", "state_*.npz")) if ".tmp" not in p]
+  if not states:
+    raise FileNotFoundError(f"no AutoAttack state in {wd}/autoattack")
+  with np.load(max(states, key=os.path.getmtime)) as z:
+    robust = (z["clean"] == 1) & (z["broken_by"] < 0)
+  return "".join("1" if r else "0" for r in robust)
+
+
+def _figures(wd: str) -> dict:
+  with open(os.path.join(wd, "eval.json")) as f:
+    ev = json.load(f)
+  with open(os.path.join(wd, "eval_autoattack.json")) as f:
+    aa = json.load(f)
+  keep = ("clean_acc", "pgd_acc", "n", "cw_acc", "cw_n", "eps", "pgd_steps", "cw_steps",
+          "git_commit", "code_fingerprint", "autoattack_acc", "autoattack_clean_acc",
+          "autoattack_n", "autoattack_checks_ok")  # fmt: skip
+  out = {k: ev[k] for k in keep if k in ev}
+  out["autoattack_per_attack"] = aa["per_attack"]
+  out["autoattack_seconds"] = aa["seconds"]
+  out["autoattack_checks"] = [{k: c[k] for k in ("name", "ok", "value")} for c in aa["checks"]]
+  out["autoattack_points"] = aa_points(wd)
+  out["eval_seconds"] = ev["seconds"]
+  return out
+
+
+def publish_teacher(kind: str, wd: str, dest: str) -> None:
+  """Copies teacher ``kind``'s stage (best checkpoint, config, curves; no TensorBoard, no
+  latest-checkpoint copies) and evaluation from workdir ``wd`` to ``dest``, atomically."""
+  src = workdir_lib.stage_dir(wd, "teacher")
+  tmp = dest + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(src, os.path.join(tmp, "teacher"), ignore=shutil.ignore_patterns("tb", "ckpt"))
+  for name in ("eval.json", "eval_autoattack.json", "study_time.json"):
+    if os.path.exists(os.path.join(wd, name)):
+      shutil.copy(os.path.join(wd, name), os.path.join(tmp, name))
+  shutil.rmtree(dest, ignore_errors=True)
+  os.replace(tmp, dest)
+
+
+def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool) -> str:
+  """The published stage dir of teacher ``kind``, training (and, if ``evaluate``, evaluating)
+  and publishing it first when ``out/teachers/<kind>`` does not hold it."""
+  dest = os.path.join(out, "teachers", kind)
+  if not os.path.exists(os.path.join(dest, "teacher", "done.json")):
+    cfg = teacher_run_config(kind, suite)
+    wd = os.path.join(workdir, f"teacher_{kind}")
+    log(f"[study] teacher {kind!r}: training in {wd}")
+
+    def train_and_eval():
+      loop.run(cfg, wd)
+      if evaluate and not os.path.exists(os.path.join(wd, "eval.json")):
+        plan = load_plan(suite)
+        ecfg = teacher_run_config(kind, suite)
+        ecfg.eval.update(eval_block(plan, "baseline"))
+        mesh = parallel.make_mesh(ecfg.num_devices)
+        test = loop.load_data(ecfg)["test"]
+        res = evaluate_stage(ecfg, "teacher", wd, test, mesh, log=log)
+        files.write_json(os.path.join(wd, "eval.json"), res)
+
+    seconds = _timed(train_and_eval, wd)
+    files.write_json(
+      os.path.join(wd, "study_time.json"), {"seconds": seconds, "reference_ms": reference_ms()}
+    )
+    publish_teacher(kind, wd, dest)
+    log(f"[study] teacher {kind!r} published to {dest} ({seconds / 60:.1f} min)")
+  return os.path.join(dest, "teacher")
+
+
+def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, teachers: dict,
+              *, reference: bool = True) -> dict:  # fmt: skip
+  """Runs (or resumes) entry ``name`` with ``seed`` and writes its result file; returns it."""
+  path = os.path.join(out, "entries", f"{name}_s{seed}.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  cfg = entry_config(plan, name, seed, teachers, suite)
+  config_lib.validate(cfg)
+  wd = os.path.join(workdir, f"{name}_s{seed}")
+  e = plan.entries[name]
+  log(f"[study] {e.label} (seed {seed}) in {wd}")
+  seconds = _timed(lambda: loop.run(cfg, wd), wd)
+  result = {
+    "entry": name,
+    "seed": seed,
+    "label": e.label,
+    "group": e.group,
+    "method_config": f"configs/{e.config}.py:fmnist",
+    "overrides": e.set,
+    "student_model": {
+      "model": cfg.student.model,
+      "model_kwargs": cfg.student.model_kwargs.to_dict(),
+    },
+    "student_epochs": float(cfg.student.optim.epochs),
+    "student_attack_steps": int(cfg.student.attack.steps),
+    "minutes": seconds / 60,
+    # The load beside the reference: under load PyTorch's threads slow down far more than XLA's.
+    "load_before_reference": os.getloadavg()[0],
+    "reference_ms": reference_ms() if reference else None,
+    **_figures(wd),
+    "curves": curves(workdir_lib.stage_dir(wd, "student")),
+  }
+  files.write_json(path, result)
+  log(
+    f"[study] {e.label} seed {seed}: clean {result['clean_acc']:.4f}, PGD-20 "
+    f"{result['pgd_acc']:.4f}, AutoAttack {result['autoattack_acc']:.4f} "
+    f"({seconds / 60:.1f} min); wrote {path}"
+  )
+  return result
+
+
+def run(suite: str, workdir: str, out_dir: str, *, only=None, reference: bool = True) -> dict:
+  """The whole study (or the entries in ``only``), resumably; returns the report's summary."""
+  plan = load_plan(suite)
+  name = "fmnist_study" + ("_smoke" if suite == "smoke" else "")
+  out = os.path.join(out_dir, name)
+  unknown = sorted(set(only or ()) - set(plan.entries))
+  if unknown:
+    raise ValueError(f"--only: unknown entries {unknown}; valid: {sorted(plan.entries)}")
+  files.check_writable(out)
+  entries = [k for k in plan.order.split(",") if not only or k in only]
+  kinds = {"robust", "standard"}
+  for k in entries:
+    c = config_lib.load(os.path.join(ROOT, "configs", f"{plan.entries[k].config}.py:fmnist"))
+    if "teacher" in c.stages:
+      kinds.add(teacher_kind(c))
+  teachers = {
+    kind: ensure_teacher(kind, suite, workdir, out, evaluate=kind == "robust")
+    for kind in KINDS
+    if kind in kinds
+  }
+  logit_dir = os.path.join(out, "logits")
+  if not os.path.exists(os.path.join(logit_dir, "report.md")):
+    logit_study.study(
+      os.path.dirname(teachers["standard"]),
+      os.path.dirname(teachers["robust"]),
+      logit_dir,
+      n=2000 if suite != "smoke" else 64,
+    )
+  summary = study_report.write(plan, out_dir, name)
+  for k in entries:
+    for seed in range(plan.entries[k].seeds):
+      run_entry(plan, k, seed, suite, workdir, out, teachers, reference=reference)
+      summary = study_report.write(plan, out_dir, name)
+  return summary
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--suite", default="fmnist_study", choices=["fmnist_study", "smoke"])
+  p.add_argument("--workdir", default="", help="default: runs/<suite>")
+  p.add_argument("--out_dir", default="results")
+  p.add_argument("--only", default="", help="comma-separated entries (default: all)")
+  p.add_argument(
+    "--no_reference", action="store_true", help="skip timing the PyTorch reference step"
+  )
+  cpu_devices.add_argument(p)
+  a = p.parse_args(argv)
+  run(
+    a.suite,
+    a.workdir or f"runs/{a.suite}",
+    a.out_dir,
+    only=[s for s in a.only.split(",") if s] or None,
+    reference=not a.no_reference,
+  )
+
+
+if __name__ == "__main__":
+  main()
