@@ -117,6 +117,8 @@ def entry_config(plan, name: str, seed: int, teacher_dirs: dict, suite: str):
   s.model = plan.student.model
   s.model_kwargs = dict(width=plan.student.width, hidden=plan.student.hidden)
   s.optim.epochs = plan.student.epochs
+  # Ten validation points per run: the last fifth of training spans three of them.
+  s.val_every_epochs = plan.student.epochs / 10
   c.seed = seed
   apply_overrides(c, e.set)
   if plan.smoke:
