@@ -51,7 +51,6 @@ from robust_distill.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAN = os.path.join(ROOT, "configs", "fmnist_study.py")
-KINDS = ("robust", "clean", "standard")
 
 
 def log(msg: str) -> None:
@@ -199,12 +198,22 @@ def _figures(wd: str) -> dict:
 
 
 def publish_teacher(kind: str, wd: str, dest: str) -> None:
-  """Copies teacher ``kind``'s stage (best checkpoint, config, curves; no TensorBoard, no
-  latest-checkpoint copies) and evaluation from workdir ``wd`` to ``dest``, atomically."""
+  """Copies teacher ``kind``'s stage (its newest best checkpoint with its manifest, config,
+  curves; no TensorBoard, no other checkpoints) and evaluation from workdir ``wd`` to ``dest``,
+  atomically."""
   src = workdir_lib.stage_dir(wd, "teacher")
   tmp = dest + ".tmp"
   shutil.rmtree(tmp, ignore_errors=True)
-  shutil.copytree(src, os.path.join(tmp, "teacher"), ignore=shutil.ignore_patterns("tb", "ckpt"))
+  stage = os.path.join(tmp, "teacher")
+  os.makedirs(os.path.join(stage, "manifests"))
+  for name in ("config.json", "done.json", "metrics.jsonl"):
+    shutil.copy(os.path.join(src, name), os.path.join(stage, name))
+  step = max(int(d) for d in os.listdir(os.path.join(src, "ckpt_best")) if d.isdigit())
+  shutil.copytree(
+    os.path.join(src, "ckpt_best", str(step)), os.path.join(stage, "ckpt_best", str(step))
+  )
+  manifest = os.path.join("manifests", f"best-{step}.json")
+  shutil.copy(os.path.join(src, manifest), os.path.join(stage, manifest))
   for name in ("eval.json", "eval_autoattack.json", "study_time.json"):
     if os.path.exists(os.path.join(wd, name)):
       shutil.copy(os.path.join(wd, name), os.path.join(tmp, name))
@@ -293,29 +302,32 @@ def run(suite: str, workdir: str, out_dir: str, *, only=None, reference: bool = 
     raise ValueError(f"--only: unknown entries {unknown}; valid: {sorted(plan.entries)}")
   files.check_writable(out)
   entries = [k for k in plan.order.split(",") if not only or k in only]
-  kinds = {"robust", "standard"}
+  teachers = {}
+
+  def teacher(kind: str) -> str:  # trained (and published) when first needed
+    if kind not in teachers:
+      teachers[kind] = ensure_teacher(kind, suite, workdir, out, evaluate=kind == "robust")
+    return teachers[kind]
+
+  teacher("robust")
+  summary = study_report.write(plan, out_dir, name)
   for k in entries:
     c = config_lib.load(os.path.join(ROOT, "configs", f"{plan.entries[k].config}.py:fmnist"))
     if "teacher" in c.stages:
-      kinds.add(teacher_kind(c))
-  teachers = {
-    kind: ensure_teacher(kind, suite, workdir, out, evaluate=kind == "robust")
-    for kind in KINDS
-    if kind in kinds
-  }
-  logit_dir = os.path.join(out, "logits")
-  if not os.path.exists(os.path.join(logit_dir, "report.md")):
-    logit_study.study(
-      os.path.dirname(teachers["standard"]),
-      os.path.dirname(teachers["robust"]),
-      logit_dir,
-      n=2000 if suite != "smoke" else 64,
-    )
-  summary = study_report.write(plan, out_dir, name)
-  for k in entries:
+      teacher(teacher_kind(c))
     for seed in range(plan.entries[k].seeds):
       run_entry(plan, k, seed, suite, workdir, out, teachers, reference=reference)
       summary = study_report.write(plan, out_dir, name)
+  # The logit-distribution study: the robust teacher against a plainly trained one.
+  logit_dir = os.path.join(out, "logits")
+  if not os.path.exists(os.path.join(logit_dir, "report.md")):
+    logit_study.study(
+      os.path.dirname(teacher("standard")),
+      os.path.dirname(teacher("robust")),
+      logit_dir,
+      n=2000 if suite != "smoke" else 64,
+    )
+    summary = study_report.write(plan, out_dir, name)
   return summary
 
 

@@ -226,6 +226,8 @@ def analyse(plan, out: str) -> dict:
       if best:
         regime["best_student"] = {"entry": best["entry"], "autoattack_acc": best["autoattack_acc"]}
         regime["teacher_above_every_student"] = all(t_aa > r["autoattack_acc"] for r in rows)
+  if rt:
+    regime["teacher_convergence"] = convergence({"seed": 0, "curves": rt["curves"]})
   if "pgd_at" in entries:
     conv = [convergence(r) for r in entries["pgd_at"]]
     regime["pgd_at_convergence"] = conv
@@ -368,6 +370,13 @@ def markdown(a: dict, meta: dict, name: str) -> str:
         else "."
       )
     )
+  if "teacher_convergence" in g:
+    c = g["teacher_convergence"]
+    L.append(
+      f"* Teacher: validation PGD-10 over the last fifth of training (epochs "
+      f"{', '.join(f'{e:g}' for e in c['epochs'])}): "
+      f"{', '.join(f'{v:.2f}' for v in c['val_pgd'])}; moves {c['movement_points']:.2f} points."
+    )
   for c in g.get("pgd_at_convergence", []):
     L.append(
       f"* PGD-AT seed {c['seed']}: validation PGD-10 over the last fifth of training (epochs "
@@ -446,8 +455,13 @@ def markdown(a: dict, meta: dict, name: str) -> str:
         f"{x['full_aa']:.2f} | {_iv(x['diff'])} |"
       )
   L += ["", "## Plots", ""] + [f"![{p}]({name}/{p})" for p in meta["plots"]]
-  L += ["", f"Logit-distribution study (standard vs adversarially trained teacher): "
-        f"[{name}/logits/report.md]({name}/logits/report.md).", ""]  # fmt: skip
+  L += [
+    "",
+    "Logit-distribution study (standard vs adversarially trained teacher): "
+    + (f"[{name}/logits/report.md]({name}/logits/report.md)." if meta["logit_study"]
+       else "not run yet (it runs after the entries)."),
+    "",
+  ]  # fmt: skip
   return "\n".join(L)
 
 
@@ -477,6 +491,7 @@ def write(plan, out_dir: str, name: str) -> dict:
     "eps": first.get("eps", "-"),
   }
   meta["plots"] = plots(a, entries, out)
+  meta["logit_study"] = os.path.exists(os.path.join(out, "logits", "report.md"))
   files.write_json(os.path.join(out_dir, f"{name}.json"), {"meta": meta, **a})
   files.write_text(os.path.join(out_dir, f"{name}.md"), markdown(a, meta, name))
   return a
