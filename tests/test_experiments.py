@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from robust_distill.experiments import study, study_report as R, table
+from robust_distill.experiments import study, study_plan, study_stats as R, table
 
 
 @pytest.mark.slow  # a teacher, two students, their evaluations and the logit study: 2 minutes
@@ -62,22 +62,22 @@ def test_study_smoke_runs_resumes_publishes_the_teacher_and_reports(tmp_path, ca
 
 
 def test_study_overrides_and_entry_configs():
-  plan = study.load_plan("fmnist_study")
+  plan = study_plan.load_plan("fmnist_study")
   teachers = {"robust": "T/robust/teacher", "clean": "T/clean/teacher"}
-  c = study.entry_config(plan, "trades_b1", 2, teachers, "fmnist_study")
+  c = study_plan.entry_config(plan, "trades_b1", 2, teachers, "fmnist_study")
   assert c.student.loss.trades_kl == 1.0 and c.seed == 2 and c.student.model_kwargs.width == 16
   assert c.eval.autoattack_n == 1000 and c.eval.n == -1 and "teacher" not in c.stages
-  ltd = study.entry_config(plan, "ltd_tau01", 0, teachers, "fmnist_study")
+  ltd = study_plan.entry_config(plan, "ltd_tau01", 0, teachers, "fmnist_study")
   assert ltd.student.loss.kd_teacher_temperature == 0.1 and ltd.eval.autoattack_n == 500
   assert ltd.teacher.workdir == "T/robust/teacher" and ltd.teacher.model_kwargs.width == 32
   assert ltd.teacher.attack.steps == 10 and ltd.teacher.source == "precomputed"
-  ag = study.entry_config(plan, "agkd_no_bml", 0, teachers, "fmnist_study")
+  ag = study_plan.entry_config(plan, "agkd_no_bml", 0, teachers, "fmnist_study")
   assert ag.teacher.workdir == "T/clean/teacher" and ag.student.init_from == ""
   assert ag.student.loss.bml_triplet == 0.0 and ag.student.loss.at_adv == 1.0
   # Every student shares the budget: model, epochs, training-attack steps.
   budgets = set()
   for name in plan.entries:
-    e = study.entry_config(plan, name, 0, teachers, "fmnist_study")
+    e = study_plan.entry_config(plan, name, 0, teachers, "fmnist_study")
     steps = e.student.attack.steps
     budgets.add((e.student.model, e.student.model_kwargs.width, e.student.optim.epochs,
                  steps if plan.entries[name].group != "logit" else "none"))  # fmt: skip
@@ -86,9 +86,9 @@ def test_study_overrides_and_entry_configs():
     ("small_cnn", 16, plan.student.epochs, "none"),
   }
   with pytest.raises(ValueError, match="student.loss.no_such"):
-    study.apply_overrides(c, "student.loss.no_such=1")
+    study_plan.apply_overrides(c, "student.loss.no_such=1")
   with pytest.raises(ValueError, match="PATH=VALUE"):
-    study.apply_overrides(c, "student.loss.trades_kl")
+    study_plan.apply_overrides(c, "student.loss.trades_kl")
 
 
 def test_study_statistics():

@@ -1,0 +1,59 @@
+"""The Fashion-MNIST study's plots: validation robust accuracy by epoch, AutoAttack accuracy
+against LTD's teacher temperature, and the clean/robust trade-off with the TRADES frontier."""
+
+import os
+
+from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
+
+from robust_distill.experiments.study_stats import seed_points
+
+MAIN_GROUPS = ("baseline", "distilled")
+
+
+def plots(a: dict, entries: dict, out: str) -> list:
+  """Writes the study's plots to ``out``; returns their file names."""
+  names = []
+  # Validation robust accuracy against the epoch (seed 0 of the main entries, and the teacher).
+  fig = Figure(figsize=(8, 5))
+  ax = fig.subplots()
+  for r in a["rows"]:
+    if r["group"] in MAIN_GROUPS:
+      v = entries[r["entry"]][0]["curves"]["val"]
+      ax.plot([x[0] for x in v], [100 * x[2] for x in v], marker=".", label=r["label"])
+  t = a["teachers"].get("robust")
+  if t:
+    v = t["curves"]["val"]
+    ax.plot([x[0] for x in v], [100 * x[2] for x in v], "k--", label="teacher")
+  ax.set(xlabel="epoch", ylabel="validation PGD-10 accuracy (%)",
+         title="Validation robust accuracy during training (seed 0)")  # fmt: skip
+  if ax.lines:
+    ax.legend(fontsize=7, ncol=2)
+  fig.savefig(os.path.join(out, "val_robust_by_epoch.png"), dpi=100)
+  names.append("val_robust_by_epoch.png")
+  # AutoAttack accuracy against the teacher temperature (LTD), on the ablations' points.
+  taus = [(0.1, "ltd_tau01"), (0.25, "ltd_trades"), (1.0, "ltd_tau1")]
+  n = min((entries[k][0]["autoattack_n"] for _, k in taus if k in entries), default=0)
+  pts = [(tau, 100 * seed_points(entries[k], n).mean()) for tau, k in taus if k in entries]
+  if pts:
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+    ax.set(xscale="log", xlabel="teacher temperature tau_T",
+           ylabel=f"AutoAttack accuracy (%), first {n} points", title="LTD: tau_T")  # fmt: skip
+    fig.savefig(os.path.join(out, "ltd_autoattack_by_tau.png"), dpi=100)
+    names.append("ltd_autoattack_by_tau.png")
+  # Clean against AutoAttack accuracy, with the TRADES frontier.
+  fig = Figure(figsize=(7, 5))
+  ax = fig.subplots()
+  fr = sorted(a["frontier"])
+  if fr:
+    ax.plot([100 * c for c, _ in fr], [100 * r for _, r in fr], "k-o", label="TRADES frontier")
+  for r in a["rows"]:
+    if r["group"] in MAIN_GROUPS:
+      ax.scatter(100 * r["clean_acc"], 100 * r["autoattack_acc"], s=15)
+      ax.annotate(r["label"], (100 * r["clean_acc"], 100 * r["autoattack_acc"]), fontsize=7)
+  ax.set(xlabel="clean accuracy (%)", ylabel="AutoAttack accuracy (%)",
+         title="Clean / robust trade-off")  # fmt: skip
+  fig.savefig(os.path.join(out, "tradeoff.png"), dpi=100)
+  names.append("tradeoff.png")
+  return names
