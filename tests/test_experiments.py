@@ -27,7 +27,7 @@ def test_results_table_runs_resumes_and_writes_markdown(tmp_path, capsys):
 def test_study_smoke_runs_resumes_publishes_the_teacher_and_reports(tmp_path, capsys):
   """Two tiny entries of the Fashion-MNIST study (configs/fmnist_study.py:smoke)."""
   out, wd = tmp_path / "out", tmp_path / "wd"
-  study.run("smoke", str(wd), str(out), reference=False)
+  study.run("smoke", str(wd), str(out), with_reference=False)
   res = out / "fmnist_study_smoke"
   entries = {p.name: json.loads(p.read_text()) for p in (res / "entries").iterdir()}
   assert sorted(entries) == ["ltd_trades_s0.json", "pgd_at_s0.json"]
@@ -49,12 +49,12 @@ def test_study_smoke_runs_resumes_publishes_the_teacher_and_reports(tmp_path, ca
   assert summary["runs_done"] == summary["runs_planned"] == 2
   # Resumable: a second invocation trains nothing and reports the same figures.
   capsys.readouterr()
-  again = study.run("smoke", str(wd), str(out), reference=False)
+  again = study.run("smoke", str(wd), str(out), with_reference=False)
   assert "robust_distill: stages" not in capsys.readouterr().out
   assert [r["clean_acc"] for r in again["rows"]] == [r["clean_acc"] for r in summary["rows"]]
   # An entry file removed is rerun from its finished workdir (no training) with the same figures.
   (res / "entries" / "pgd_at_s0.json").unlink()
-  study.run("smoke", str(wd), str(out), only=["pgd_at"], reference=False)
+  study.run("smoke", str(wd), str(out), only=["pgd_at"], with_reference=False)
   assert (
     json.loads((res / "entries" / "pgd_at_s0.json").read_text())["clean_acc"]
     == (entries["pgd_at_s0.json"]["clean_acc"])

@@ -34,6 +34,7 @@ import glob
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -61,16 +62,30 @@ def log(msg: str) -> None:
   print(msg, flush=True)
 
 
-def reference_ms() -> float | None:
+def _busy_seconds() -> float:
+  """CPU seconds this machine has spent busy since boot (all cores; Linux ``/proc/stat``)."""
+  with open("/proc/stat") as f:
+    v = [int(x) for x in f.readline().split()[1:]]
+  return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def reference() -> dict:
   """The machine's reference: the median PyTorch PGD-10 step of ``bench/pgd_step.py`` (ms),
-  measured now in a subprocess; None if it cannot run (no PyTorch)."""
+  measured now in a subprocess (``ms`` None if it cannot run), and ``other_cores``: the CPU
+  that other processes used meanwhile, in cores (PyTorch's threads slow down several-fold
+  beside other work, so a reference taken under load understates the machine)."""
   cmd = [sys.executable, os.path.join(ROOT, "bench", "pgd_step.py"), "--reference_only", "--reps=5"]
+  t, busy = time.perf_counter(), _busy_seconds()
+  own = resource.getrusage(resource.RUSAGE_CHILDREN)
   try:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT).stdout
   except (OSError, subprocess.TimeoutExpired):
-    return None
+    out = ""
+  ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+  child = ru.ru_utime + ru.ru_stime - own.ru_utime - own.ru_stime
+  other = max(0.0, _busy_seconds() - busy - child) / max(time.perf_counter() - t, 1e-9)
   m = re.search(r"reference step .*: (\d+(?:\.\d+)?) ms", out)
-  return float(m.group(1)) if m else None
+  return {"ms": float(m.group(1)) if m else None, "other_cores": round(other, 2)}
 
 
 def _timed(fn, wd: str) -> float:
@@ -146,7 +161,8 @@ def publish_teacher(kind: str, wd: str, dest: str) -> None:
   os.replace(tmp, dest)
 
 
-def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool) -> str:
+def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool,
+                   with_reference: bool = True) -> str:  # fmt: skip
   """The published stage dir of teacher ``kind``, training (and, if ``evaluate``, evaluating)
   and publishing it first when ``out/teachers/<kind>`` does not hold it."""
   dest = os.path.join(out, "teachers", kind)
@@ -168,7 +184,8 @@ def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool
 
     seconds = _timed(train_and_eval, wd)
     files.write_json(
-      os.path.join(wd, "study_time.json"), {"seconds": seconds, "reference_ms": reference_ms()}
+      os.path.join(wd, "study_time.json"),
+      {"seconds": seconds, "reference": reference() if with_reference else None},
     )
     publish_teacher(kind, wd, dest)
     log(f"[study] teacher {kind!r} published to {dest} ({seconds / 60:.1f} min)")
@@ -176,7 +193,7 @@ def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool
 
 
 def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, teachers: dict,
-              *, reference: bool = True) -> dict:  # fmt: skip
+              *, with_reference: bool = True) -> dict:  # fmt: skip
   """Runs (or resumes) entry ``name`` with ``seed`` and writes its result file; returns it."""
   path = os.path.join(out, "entries", f"{name}_s{seed}.json")
   if os.path.exists(path):
@@ -202,9 +219,7 @@ def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, te
     "student_epochs": float(cfg.student.optim.epochs),
     "student_attack_steps": int(cfg.student.attack.steps),
     "minutes": seconds / 60,
-    # The load beside the reference: under load PyTorch's threads slow down far more than XLA's.
-    "load_before_reference": os.getloadavg()[0],
-    "reference_ms": reference_ms() if reference else None,
+    "reference": reference() if with_reference else None,
     **_figures(wd),
     "curves": curves(workdir_lib.stage_dir(wd, "student")),
   }
@@ -217,7 +232,8 @@ def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, te
   return result
 
 
-def run(suite: str, workdir: str, out_dir: str, *, only=None, reference: bool = True) -> dict:
+def run(suite: str, workdir: str, out_dir: str, *, only=None, with_reference: bool = True
+        ) -> dict:  # fmt: skip
   """The whole study (or the entries in ``only``), resumably; returns the report's summary."""
   plan = load_plan(suite)
   name = "fmnist_study" + ("_smoke" if suite == "smoke" else "")
@@ -231,7 +247,9 @@ def run(suite: str, workdir: str, out_dir: str, *, only=None, reference: bool = 
 
   def teacher(kind: str) -> str:  # trained (and published) when first needed
     if kind not in teachers:
-      teachers[kind] = ensure_teacher(kind, suite, workdir, out, evaluate=kind == "robust")
+      teachers[kind] = ensure_teacher(
+        kind, suite, workdir, out, evaluate=kind == "robust", with_reference=with_reference
+      )
     return teachers[kind]
 
   teacher("robust")
@@ -241,7 +259,7 @@ def run(suite: str, workdir: str, out_dir: str, *, only=None, reference: bool = 
     if "teacher" in c.stages:
       teacher(teacher_kind(c))
     for seed in range(plan.entries[k].seeds):
-      run_entry(plan, k, seed, suite, workdir, out, teachers, reference=reference)
+      run_entry(plan, k, seed, suite, workdir, out, teachers, with_reference=with_reference)
       summary = study_report.write(plan, out_dir, name)
   # The logit-distribution study: the robust teacher against a plainly trained one.
   logit_dir = os.path.join(out, "logits")
@@ -272,7 +290,7 @@ def main(argv=None):
     a.workdir or f"runs/{a.suite}",
     a.out_dir,
     only=[s for s in a.only.split(",") if s] or None,
-    reference=not a.no_reference,
+    with_reference=not a.no_reference,
   )
 
 

@@ -120,7 +120,9 @@ def analyse(plan, out: str) -> dict:
   minutes = sum(r["minutes"] for r in rows) + sum(
     t["time"]["seconds"] / 60 for t in teachers.values() if t and "time" in t
   )
-  refs = [s["reference_ms"] for r in rows for s in r["per_seed"] if s.get("reference_ms")]
+  refs = [
+    s["reference"] for r in rows for s in r["per_seed"] if (s.get("reference") or {}).get("ms")
+  ]
   planned = sum(e.seeds for e in plan.entries.values())
   return {
     "rows": rows,
@@ -130,7 +132,8 @@ def analyse(plan, out: str) -> dict:
     "stats": stats,
     "ablation": ablation,
     "minutes": minutes,
-    "reference_ms_median": float(np.median(refs)) if refs else None,
+    "reference_ms_median": float(np.median([x["ms"] for x in refs])) if refs else None,
+    "reference_other_cores_max": max((x["other_cores"] for x in refs), default=None),
     "runs_done": sum(r["seeds_done"] for r in rows),
     "runs_planned": planned,
   }
@@ -148,7 +151,12 @@ def write(plan, out_dir: str, name: str) -> dict:
     "command": " ".join(["python -m robust_distill.experiments.study"] + sys.argv[1:]),
     "git_commit": workdir_lib.git_commit(),
     "machine": f"{os.cpu_count()} CPU cores",
-    "reference": f"{refs:.0f} ms" if refs else "not measured",
+    "reference": (
+      f"{refs:.0f} ms (other processes used at most {a['reference_other_cores_max']:.2f} cores "
+      "while it was measured)"
+      if refs
+      else "not measured"
+    ),
     "student": (
       f"{first['student_model']['model']} {first['student_model']['model_kwargs']}, "
       f"{first['student_epochs']:g} epochs, {first['student_attack_steps']}-step training attacks "

@@ -95,7 +95,7 @@ def summarize(name: str, runs: list, entry) -> dict:
         "cw_acc",
         "autoattack_acc",
         "minutes",
-        "reference_ms",
+        "reference",
       )
     }  # fmt: skip
     for r in runs
