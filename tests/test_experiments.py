@@ -1,11 +1,12 @@
 """The results-table suite: runs, resumes, writes Markdown."""
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
 
-from robust_distill.experiments import study, study_plan, study_stats as R, table
+from robust_distill.experiments import study, study_io, study_plan, study_stats as R, table
 
 
 @pytest.mark.slow  # a teacher, two students, their evaluations and the logit study: 2 minutes
@@ -108,3 +109,20 @@ def test_study_statistics():
   }
   c = R.convergence(run)
   assert c["epochs"] == [7, 8, 9, 10] and c["movement_points"] == pytest.approx(0.3)
+
+
+def test_study_commits_results_as_they_land(tmp_path):
+  """``--commit``: each entry's result files become a commit of their own, nothing else does."""
+  git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, capture_output=True, text=True)
+  git("init", "-q")
+  git("config", "user.email", "t@t")
+  git("config", "user.name", "t")
+  (tmp_path / "other.txt").write_text("staged, not a result")
+  git("add", "other.txt")
+  res = tmp_path / "results"
+  (res / "entries").mkdir(parents=True)
+  (res / "entries" / "a_s0.json").write_text("{}")
+  assert study_io.git_commit_results([str(res)], "Study result: a")
+  assert git("log", "--format=%s").stdout.split("\n")[0] == "Study result: a"
+  assert git("show", "--name-only", "--format=").stdout.split() == ["results/entries/a_s0.json"]
+  assert not study_io.git_commit_results([str(res)], "nothing changed")

@@ -30,17 +30,11 @@ cpu_devices.configure_from_argv()  # before JAX is imported: XLA reads the flag 
 compile_cache.configure()  # likewise: JAX reads its cache settings at import
 
 import argparse
-import glob
 import json
 import os
-import re
-import resource
 import shutil
-import subprocess
-import sys
 import time
 
-import numpy as np
 
 from robust_distill import config as config_lib, files, parallel, workdir as workdir_lib
 from robust_distill.analysis import logits as logit_study
@@ -54,38 +48,13 @@ from robust_distill.experiments.study_plan import (
   teacher_kind,
   teacher_run_config,
 )
+from robust_distill.experiments.study_io import aa_points, git_commit_results, reference
 from robust_distill.experiments.study_stats import curves
 from robust_distill.train import loop
 
 
 def log(msg: str) -> None:
   print(msg, flush=True)
-
-
-def _busy_seconds() -> float:
-  """CPU seconds this machine has spent busy since boot (all cores; Linux ``/proc/stat``)."""
-  with open("/proc/stat") as f:
-    v = [int(x) for x in f.readline().split()[1:]]
-  return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-
-
-def reference() -> dict:
-  """The machine's reference: the median PyTorch PGD-10 step of ``bench/pgd_step.py`` (ms),
-  measured now in a subprocess (``ms`` None if it cannot run), and ``other_cores``: the CPU
-  that other processes used meanwhile, in cores (PyTorch's threads slow down several-fold
-  beside other work, so a reference taken under load understates the machine)."""
-  cmd = [sys.executable, os.path.join(ROOT, "bench", "pgd_step.py"), "--reference_only", "--reps=5"]
-  t, busy = time.perf_counter(), _busy_seconds()
-  own = resource.getrusage(resource.RUSAGE_CHILDREN)
-  try:
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT).stdout
-  except (OSError, subprocess.TimeoutExpired):
-    out = ""
-  ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-  child = ru.ru_utime + ru.ru_stime - own.ru_utime - own.ru_stime
-  other = max(0.0, _busy_seconds() - busy - child) / max(time.perf_counter() - t, 1e-9)
-  m = re.search(r"reference step .*: (\d+(?:\.\d+)?) ms", out)
-  return {"ms": float(m.group(1)) if m else None, "other_cores": round(other, 2)}
 
 
 def _timed(fn, wd: str) -> float:
@@ -107,17 +76,6 @@ def _timed(fn, wd: str) -> float:
   finally:
     save()
   return before + time.perf_counter() - t
-
-
-def aa_points(wd: str) -> str:
-  """The per-point AutoAttack outcome of a finished evaluation in ``wd``: a string of '1'
-  (robust: clean and not broken) and '0', one character per evaluated point, in test order."""
-  states = [p for p in glob.glob(os.path.join(wd, "autoattack", "state_*.npz")) if ".tmp" not in p]
-  if not states:
-    raise FileNotFoundError(f"no AutoAttack state in {wd}/autoattack")
-  with np.load(max(states, key=os.path.getmtime)) as z:
-    robust = (z["clean"] == 1) & (z["broken_by"] < 0)
-  return "".join("1" if r else "0" for r in robust)
 
 
 def _figures(wd: str) -> dict:
@@ -232,8 +190,8 @@ def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, te
   return result
 
 
-def run(suite: str, workdir: str, out_dir: str, *, only=None, with_reference: bool = True
-        ) -> dict:  # fmt: skip
+def run(suite: str, workdir: str, out_dir: str, *, only=None, with_reference: bool = True,
+        commit: bool = False) -> dict:  # fmt: skip
   """The whole study (or the entries in ``only``), resumably; returns the report's summary."""
   plan = load_plan(suite)
   name = "fmnist_study" + ("_smoke" if suite == "smoke" else "")
@@ -259,8 +217,21 @@ def run(suite: str, workdir: str, out_dir: str, *, only=None, with_reference: bo
     if "teacher" in c.stages:
       teacher(teacher_kind(c))
     for seed in range(plan.entries[k].seeds):
-      run_entry(plan, k, seed, suite, workdir, out, teachers, with_reference=with_reference)
+      done = os.path.exists(os.path.join(out, "entries", f"{k}_s{seed}.json"))
+      r = run_entry(plan, k, seed, suite, workdir, out, teachers, with_reference=with_reference)
       summary = study_report.write(plan, out_dir, name)
+      if commit and not done:  # each result lands in the history as soon as it exists
+        paths = [out, os.path.join(out_dir, f"{name}.md"), os.path.join(out_dir, f"{name}.json")]
+        msg = (
+          f"Study result: {r['label']} seed {seed}: clean {100 * r['clean_acc']:.2f}, PGD-20 "
+          f"{100 * r['pgd_acc']:.2f}, AutoAttack {100 * r['autoattack_acc']:.2f} "
+          f"({r['minutes']:.1f} min), committed as it lands so that a session's end loses nothing"
+        )
+        log(
+          f"[study] committed {k}_s{seed}"
+          if git_commit_results(paths, msg)
+          else "[study] not committed"
+        )
   # The logit-distribution study: the robust teacher against a plainly trained one.
   logit_dir = os.path.join(out, "logits")
   if not os.path.exists(os.path.join(logit_dir, "report.md")):
@@ -283,6 +254,9 @@ def main(argv=None):
   p.add_argument(
     "--no_reference", action="store_true", help="skip timing the PyTorch reference step"
   )
+  p.add_argument(
+    "--commit", action="store_true", help="git-commit each entry's results as soon as they exist"
+  )
   cpu_devices.add_argument(p)
   a = p.parse_args(argv)
   run(
@@ -291,6 +265,7 @@ def main(argv=None):
     a.out_dir,
     only=[s for s in a.only.split(",") if s] or None,
     with_reference=not a.no_reference,
+    commit=a.commit,
   )
 
 
