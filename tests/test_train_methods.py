@@ -18,11 +18,12 @@ from robust_distill.train import attack as train_attack, optim, step as step_lib
 from conftest import ROOT
 
 # One config file per method (configs/<method>.py); the per-dataset files (cifar10.py, ...,
-# imagenet_ltd.py) are tested by test_paper_configs.py, fmnist_ltd.py by the pipeline tests.
+# imagenet_ltd.py) are tested by test_paper_configs.py, fmnist_ltd.py by the pipeline tests,
+# fmnist_study.py (the study's plan, not a method) by test_experiments.py.
 METHODS = sorted(
   os.path.basename(f)[:-3]
   for f in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-  if os.path.basename(f)[:-3] not in ("fmnist_ltd", "imagenet_ltd")
+  if os.path.basename(f)[:-3] not in ("fmnist_ltd", "imagenet_ltd", "fmnist_study")
 )
 # The methods of the mission: the seed papers' and the baselines'.
 ALL_METHODS = [
