@@ -126,3 +126,9 @@ def test_study_commits_results_as_they_land(tmp_path):
   assert git("log", "--format=%s").stdout.split("\n")[0] == "Study result: a"
   assert git("show", "--name-only", "--format=").stdout.split() == ["results/entries/a_s0.json"]
   assert not study_io.git_commit_results([str(res)], "nothing changed")
+
+
+@pytest.mark.parametrize("suite", [["--suite=fmnist_study"], ["--suite", "fmnist_study"]])
+def test_the_table_command_hands_the_study_suite_to_the_study(suite):
+  with pytest.raises(ValueError, match="unknown entries \\['nope'\\]"):
+    table.main([*suite, "--only=nope"])

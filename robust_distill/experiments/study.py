@@ -51,10 +51,12 @@ from robust_distill.experiments.study_plan import (
 from robust_distill.experiments.study_io import aa_points, git_commit_results, reference
 from robust_distill.experiments.study_stats import curves
 from robust_distill.train import loop
+from robust_distill.train.interrupt import log
 
 
-def log(msg: str) -> None:
-  print(msg, flush=True)
+def entry_path(out: str, name: str, seed: int) -> str:
+  """The result file of entry ``name`` with ``seed``: its existence marks the entry done."""
+  return os.path.join(out, "entries", f"{name}_s{seed}.json")
 
 
 def _timed(fn, wd: str) -> float:
@@ -67,14 +69,10 @@ def _timed(fn, wd: str) -> float:
       before = json.load(f)["seconds"]
   t = time.perf_counter()
   os.makedirs(wd, exist_ok=True)
-
-  def save():
-    files.write_json(path, {"seconds": before + time.perf_counter() - t})
-
   try:
     fn()
   finally:
-    save()
+    files.write_json(path, {"seconds": before + time.perf_counter() - t})
   return before + time.perf_counter() - t
 
 
@@ -132,12 +130,10 @@ def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool
     def train_and_eval():
       loop.run(cfg, wd)
       if evaluate and not os.path.exists(os.path.join(wd, "eval.json")):
-        plan = load_plan(suite)
-        ecfg = teacher_run_config(kind, suite)
-        ecfg.eval.update(eval_block(plan, "baseline"))
-        mesh = parallel.make_mesh(ecfg.num_devices)
-        test = loop.load_data(ecfg)["test"]
-        res = evaluate_stage(ecfg, "teacher", wd, test, mesh, log=log)
+        cfg.eval.update(eval_block(load_plan(suite), "baseline"))  # trained: only eval reads it
+        mesh = parallel.make_mesh(cfg.num_devices)
+        test = loop.load_data(cfg)["test"]
+        res = evaluate_stage(cfg, "teacher", wd, test, mesh, log=log)
         files.write_json(os.path.join(wd, "eval.json"), res)
 
     seconds = _timed(train_and_eval, wd)
@@ -153,7 +149,7 @@ def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool
 def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, teachers: dict,
               *, with_reference: bool = True) -> dict:  # fmt: skip
   """Runs (or resumes) entry ``name`` with ``seed`` and writes its result file; returns it."""
-  path = os.path.join(out, "entries", f"{name}_s{seed}.json")
+  path = entry_path(out, name, seed)
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
@@ -217,7 +213,7 @@ def run(suite: str, workdir: str, out_dir: str, *, only=None, with_reference: bo
     if "teacher" in c.stages:
       teacher(teacher_kind(c))
     for seed in range(plan.entries[k].seeds):
-      done = os.path.exists(os.path.join(out, "entries", f"{k}_s{seed}.json"))
+      done = os.path.exists(entry_path(out, k, seed))
       r = run_entry(plan, k, seed, suite, workdir, out, teachers, with_reference=with_reference)
       summary = study_report.write(plan, out_dir, name)
       if commit and not done:  # each result lands in the history as soon as it exists

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from robust_distill.experiments.study_plan import ROOT
 
 
 def _busy_seconds() -> float:

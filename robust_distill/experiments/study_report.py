@@ -58,9 +58,8 @@ def _teacher(out: str, kind: str) -> dict | None:
   return t
 
 
-def analyse(plan, out: str) -> dict:
-  """Everything the report shows, as a JSON-able dict."""
-  entries = load_entries(out)
+def analyse(plan, out: str, entries: dict) -> dict:
+  """Everything the report shows, as a JSON-able dict (``entries``: ``load_entries(out)``)."""
   rows = [summarize(k, entries[k], plan.entries[k]) for k in plan.order.split(",") if k in entries]
   by = {r["entry"]: r for r in rows}
   teachers = {k: _teacher(out, k) for k in ("robust", "clean", "standard")}
@@ -73,7 +72,7 @@ def analyse(plan, out: str) -> dict:
     regime["flops_ratio"] = f_s / f_t
     if "eval" in rt:
       t_aa = rt["eval"]["autoattack_acc"]
-      best = max((r for r in rows), key=lambda r: r["autoattack_acc"], default=None)
+      best = max(rows, key=lambda r: r["autoattack_acc"], default=None)
       regime["teacher_autoattack"] = t_aa
       if best:
         regime["best_student"] = {"entry": best["entry"], "autoattack_acc": best["autoattack_acc"]}
@@ -103,15 +102,11 @@ def analyse(plan, out: str) -> dict:
       stats.append({"entry": r["entry"], "against": ref, "points": bootstrap_diff(a, b),
                     "seeds": welch([x["autoattack_acc"] for x in entries[r["entry"]]],
                                    [x["autoattack_acc"] for x in entries[ref]])})  # fmt: skip
-  # Ablations against their full method on the same (first) points.
+  # Ablations against their full method (the entry named after the ablation's method config)
+  # on the same (first) points.
   ablation = []
-  parent = {
-    "ltd_tau01": "ltd_trades", "ltd_tau1": "ltd_trades", "ltd_tau_s2": "ltd_trades",
-    "dgad_no_map": "dgad", "dgad_no_els": "dgad", "dgad_no_pcr": "dgad",
-    "agkd_no_at": "agkd_bml", "agkd_no_bml": "agkd_bml", "rslad_batchmean": "rslad",
-  }  # fmt: skip
   for r in rows:
-    p = parent.get(r["entry"])
+    p = plan.entries[r["entry"]].config
     if r["group"] == "ablation" and p in entries:
       n = min(r["autoattack_n"], by[p]["autoattack_n"])
       a, b = seed_points(entries[r["entry"]], n), seed_points(entries[p], n)
@@ -143,8 +138,8 @@ def write(plan, out_dir: str, name: str) -> dict:
   """Rebuilds ``out_dir/<name>.md``, ``.json`` and the plots; returns the analysis."""
   out = os.path.join(out_dir, name)
   os.makedirs(out, exist_ok=True)
-  a = analyse(plan, out)
   entries = load_entries(out)
+  a = analyse(plan, out, entries)
   refs = a["reference_ms_median"]
   first = next(iter(entries.values()), [{}])[0]
   meta = {

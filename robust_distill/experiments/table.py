@@ -224,13 +224,14 @@ def run(
 
 
 def main(argv=None):
-  args = sys.argv[1:] if argv is None else argv
-  if any(a in ("--suite=fmnist_study", "--suite=fmnist_study_smoke") for a in args):
-    # The study (configs/fmnist_study.py) has its own module; this is the same command.
+  pre = argparse.ArgumentParser(add_help=False)
+  pre.add_argument("--suite", default="fmnist")
+  known, rest = pre.parse_known_args(argv)
+  if known.suite == "fmnist_study":
+    # The study (configs/fmnist_study.py) has its own module and flags; the same command.
     from robust_distill.experiments import study  # noqa: PLC0415 (only this suite needs it)
 
-    suite = "smoke" if "--suite=fmnist_study_smoke" in args else "fmnist_study"
-    return study.main([a for a in args if not a.startswith("--suite=")] + [f"--suite={suite}"])
+    return study.main(rest)
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--suite", default="fmnist", choices=["fmnist", "smoke", "fmnist_study"])
   p.add_argument("--workdir", default="")
