@@ -134,6 +134,56 @@ def test_fab_finds_exact_minimal_perturbation_on_linear_model(norm):
   assert (np.asarray(jnp.argmax(lf(adv), -1)) != np.asarray(y)).all()
 
 
+def _linf_projection_reference(t, w, b):
+  """The minimal-L-inf box-constrained projection by brute force over the sorted caps (float64):
+  radius ``lam`` lowers ``<w, .>`` by ``sum |w_i| min(lam, p_i)``, ``p_i`` the distance to the
+  corner that lowers it; the corner itself where even that falls short."""
+  out = np.zeros_like(t)
+  for i in range(len(t)):
+    ti, wi, bi = t[i], w[i], b[i]
+    if wi @ ti - bi < 0:
+      wi, bi = -wi, -bi
+    c = wi @ ti - bi
+    a = (wi < 0).astype(float)
+    p = np.where(wi < 0, 1 - ti, ti)
+    aw = np.abs(wi)
+    if (aw * p).sum() <= c:
+      lam = np.inf
+    else:
+      lam, prev = None, 0.0
+      for cap in np.sort(p):
+        if (aw * np.minimum(cap, p)).sum() >= c:
+          lam = prev + (c - (aw * np.minimum(prev, p)).sum()) / aw[p > prev].sum()
+          break
+        prev = cap
+    out[i] = (2 * a - 1) * np.minimum(lam, p) * (wi != 0)
+  return out
+
+
+def test_fab_linf_projection_is_the_exact_minimal_box_projection():
+  r = np.random.RandomState(0)
+  n, dim = 300, 50
+  t = r.uniform(0, 1, (n, dim))
+  t[: n // 3, :5] = r.randint(0, 2, (n // 3, 5))  # pixels on the box's faces
+  w = r.randn(n, dim)
+  w[:, 7] = 0.0  # a coordinate the hyperplane ignores stays put
+  # offsets from "already on the plane" through "reachable" to "beyond the box" (the corner)
+  b = (w * t).sum(1) + r.uniform(-1, 1, n) * np.abs(w).sum(1) * r.choice([0.0, 0.05, 0.3, 1.5], n)
+  got = np.asarray(
+    fab.projection_linf(*(jnp.asarray(v, jnp.float32) for v in (t, w, b))), np.float64
+  )
+  want = _linf_projection_reference(t, w, b)
+  np.testing.assert_allclose(got, want, atol=2e-5)
+  assert (got[:, 7] == 0).all()
+  inside = (t + got >= -1e-6).all(1) & (t + got <= 1 + 1e-6).all(1)
+  assert inside.all()
+  reached = np.abs((w * (t + got)).sum(1) - b) <= 1e-3 * np.abs(w).sum(1)
+  beyond = np.abs(w * np.where(w * ((w * t).sum(1) - b)[:, None] >= 0, t, 1 - t)).sum(1) <= np.abs(
+    (w * t).sum(1) - b
+  )
+  assert (reached | beyond).all() and reached.sum() > n // 2 and beyond.sum() > 10
+
+
 def test_square_needs_only_a_logits_oracle(toy):
   p, x, y = toy
   pn = jax.tree.map(np.asarray, p)

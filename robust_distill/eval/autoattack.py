@@ -34,7 +34,13 @@ from robust_distill.models import make_apply
 __all__ = ["Runner", "Stopped", "evaluate", "run_protocol"]
 
 
+# Options that change how the loops run, not what they compute: a resumed evaluation with a
+# different chunk size or driver continues the same state file.
+_EXECUTION_OPTS = ("chunk", "driver", "unroll")
+
+
 def _settings_key(s: dict) -> str:
+  s = {**s, "opts": {k: v for k, v in s["opts"].items() if k not in _EXECUTION_OPTS}}
   return hashlib.sha1(json.dumps(s, sort_keys=True).encode()).hexdigest()[:12]
 
 
