@@ -33,10 +33,11 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 
 
-from robust_distill import config as config_lib, files, parallel, workdir as workdir_lib
+from robust_distill import config as config_lib, errors, files, parallel, workdir as workdir_lib
 from robust_distill.analysis import logits as logit_study
 from robust_distill.eval.stage import evaluate_stage
 from robust_distill.experiments import study_report
@@ -50,7 +51,7 @@ from robust_distill.experiments.study_plan import (
 )
 from robust_distill.experiments.study_io import aa_points, git_commit_results, reference
 from robust_distill.experiments.study_stats import curves
-from robust_distill.train import loop
+from robust_distill.train import loop, resume
 from robust_distill.train.interrupt import log
 
 
@@ -255,14 +256,26 @@ def main(argv=None):
   )
   cpu_devices.add_argument(p)
   a = p.parse_args(argv)
-  run(
-    a.suite,
-    a.workdir or f"runs/{a.suite}",
-    a.out_dir,
-    only=[s for s in a.only.split(",") if s] or None,
-    with_reference=not a.no_reference,
-    commit=a.commit,
-  )
+  try:
+    run(
+      a.suite,
+      a.workdir or f"runs/{a.suite}",
+      a.out_dir,
+      only=[s for s in a.only.split(",") if s] or None,
+      with_reference=not a.no_reference,
+      commit=a.commit,
+    )
+  except loop.Interrupted as e:  # SIGTERM / SIGINT: the entry in progress resumes next time
+    print(e, flush=True)
+    sys.exit(3)
+  except resume.ConfigMismatch as e:  # the plan changed under an unfinished entry
+    what = [ln for ln in str(e).splitlines() if ln.strip() and not ln.startswith("Use another")]
+    sys.exit(
+      f"error: {' '.join(ln.strip() for ln in what)} (the study's plan changed since that entry "
+      "started: delete that workdir to rerun the entry under the current plan)"
+    )
+  except errors.EXPECTED as e:
+    sys.exit(f"error: {errors.one_line(e)}")
 
 
 if __name__ == "__main__":
