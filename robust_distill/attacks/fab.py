@@ -50,7 +50,7 @@ def projection_linf(t: jax.Array, w: jax.Array, b: jax.Array, *, iters: int = 24
   with ``D(lam*) = c`` when ``D(max p) > c``, else the corner. The official code finds ``lam*``
   by sorting the ``p_i`` of every row; here a bisection brackets it and the linear piece at
   the bracket's low end gives it exactly: the same projection without a per-row sort or
-  gathers, which on XLA:CPU cost more than the model's gradient (docs/performance.md).
+  gathers, both slow on XLA:CPU.
   """
   sign = jnp.where(jnp.sum(w * t, 1) - b >= 0, 1.0, -1.0)
   w = w * sign[:, None]
