@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from robust_distill.experiments import study, study_io, study_plan, study_stats as R, table
+from robust_distill.experiments.study_plots import ltd_temperatures
 
 
 @pytest.mark.slow  # a teacher, two students, their evaluations and the logit study: 2 minutes
@@ -112,7 +113,7 @@ def test_study_statistics():
   assert c["epochs"] == [7, 8, 9, 10] and c["movement_points"] == pytest.approx(0.3)
 
 
-def test_study_commits_results_as_they_land(tmp_path):
+def test_study_commits_results_as_they_land(tmp_path, monkeypatch):
   """``--commit``: each entry's result files become a commit of their own, nothing else does."""
   git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, capture_output=True, text=True)
   git("init", "-q")
@@ -127,9 +128,30 @@ def test_study_commits_results_as_they_land(tmp_path):
   assert git("log", "--format=%s").stdout.split("\n")[0] == "Study result: a"
   assert git("show", "--name-only", "--format=").stdout.split() == ["results/entries/a_s0.json"]
   assert not study_io.git_commit_results([str(res)], "nothing changed")
+  # Relative paths (the study's default --out_dir=results), from the repository's root.
+  (res / "entries" / "b_s0.json").write_text("{}")
+  monkeypatch.chdir(tmp_path)
+  assert study_io.git_commit_results(["results/entries", "results"], "Study result: b")
+  assert git("show", "--name-only", "--format=").stdout.split() == ["results/entries/b_s0.json"]
 
 
 @pytest.mark.parametrize("suite", [["--suite=fmnist_study"], ["--suite", "fmnist_study"]])
 def test_the_table_command_hands_the_study_suite_to_the_study(suite):
   with pytest.raises(ValueError, match="unknown entries \\['nope'\\]"):
     table.main([*suite, "--only=nope"])
+
+
+def test_ltd_temperature_sweep_is_read_from_the_entries_as_trained():
+  def e(cfg, sets, loss):
+    return [{"method_config": f"configs/{cfg}.py:fmnist", "overrides": sets, "student_loss": loss}]
+
+  entries = {
+    "ltd_trades": e("ltd_trades", "", {"kd_teacher_temperature": 0.25}),
+    "ltd_tau1": e(
+      "ltd_trades", "student.loss.kd_teacher_temperature=1.0", {"kd_teacher_temperature": 1.0}
+    ),  # fmt: skip
+    "ltd_tau_s2": e("ltd_trades", "student.temperature=2.0", {"kd_teacher_temperature": 0.25}),
+    "rslad": e("rslad", "", {"kd_teacher_temperature": 1.0}),
+    "old": [{"method_config": "configs/ltd_trades.py:fmnist", "overrides": ""}],
+  }
+  assert ltd_temperatures(entries) == [(0.25, "ltd_trades"), (1.0, "ltd_tau1")]

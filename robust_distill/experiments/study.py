@@ -171,6 +171,7 @@ def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, te
       "model": cfg.student.model,
       "model_kwargs": cfg.student.model_kwargs.to_dict(),
     },
+    "student_loss": cfg.student.loss.to_dict(),  # every term's weight and temperature
     "student_epochs": float(cfg.student.optim.epochs),
     "student_attack_steps": int(cfg.student.attack.steps),
     "minutes": seconds / 60,

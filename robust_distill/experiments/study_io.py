@@ -54,7 +54,8 @@ def aa_points(wd: str) -> str:
 def git_commit_results(paths: list[str], message: str) -> bool:
   """Commits ``paths`` (only them) to the repository holding them; False if git refuses (not a
   repository, nothing changed)."""
-  root = os.path.dirname(os.path.abspath(paths[0]))
+  paths = [os.path.abspath(p) for p in paths]  # git runs in their directory, not the caller's
+  root = os.path.dirname(paths[0])
   add = subprocess.run(["git", "add", "--", *paths], cwd=root, capture_output=True)
   if add.returncode:
     return False

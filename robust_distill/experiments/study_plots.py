@@ -10,6 +10,22 @@ from robust_distill.experiments.study_stats import seed_points
 MAIN_GROUPS = ("baseline", "distilled")
 
 
+def ltd_temperatures(entries: dict) -> list:
+  """``[(tau_T, entry)]`` for the LTD-TRADES entries that differ from it only in the teacher's
+  temperature (read from the entry files, as trained), sorted by ``tau_T``."""
+  out = []
+  for k, runs in entries.items():
+    r = runs[0]
+    sets = [kv.split("=")[0] for kv in r.get("overrides", "").split(";") if kv]
+    if (
+      r.get("method_config", "").startswith("configs/ltd_trades.py")
+      and set(sets) <= {"student.loss.kd_teacher_temperature"}
+      and "kd_teacher_temperature" in r.get("student_loss", {})
+    ):
+      out.append((float(r["student_loss"]["kd_teacher_temperature"]), k))
+  return sorted(out)
+
+
 def plots(a: dict, entries: dict, out: str) -> list:
   """Writes the study's plots to ``out``; returns their file names."""
   names = []
@@ -31,7 +47,7 @@ def plots(a: dict, entries: dict, out: str) -> list:
   fig.savefig(os.path.join(out, "val_robust_by_epoch.png"), dpi=100)
   names.append("val_robust_by_epoch.png")
   # AutoAttack accuracy against the teacher temperature (LTD), on the ablations' points.
-  taus = [(0.1, "ltd_tau01"), (0.25, "ltd_trades"), (1.0, "ltd_tau1")]
+  taus = ltd_temperatures(entries)
   n = min((entries[k][0]["autoattack_n"] for _, k in taus if k in entries), default=0)
   pts = [(tau, 100 * seed_points(entries[k], n).mean()) for tau, k in taus if k in entries]
   if pts:
