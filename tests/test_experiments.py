@@ -61,6 +61,13 @@ def test_study_smoke_runs_resumes_publishes_the_teacher_and_reports(tmp_path, ca
     json.loads((res / "entries" / "pgd_at_s0.json").read_text())["clean_acc"]
     == (entries["pgd_at_s0.json"]["clean_acc"])
   )
+  # A published teacher that the plan no longer describes is refused, not silently reused.
+  cfg_path = t / "teacher" / "config.json"
+  stored = json.loads(cfg_path.read_text())
+  stored["teacher"]["optim"]["epochs"] += 1
+  cfg_path.write_text(json.dumps(stored))
+  with pytest.raises(ValueError, match="teacher stage trained with other settings"):
+    study.run("smoke", str(wd), str(out), only=["pgd_at"], with_reference=False)
 
 
 def test_study_overrides_and_entry_configs():

@@ -123,8 +123,10 @@ def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool
   """The published stage dir of teacher ``kind``, training (and, if ``evaluate``, evaluating)
   and publishing it first when ``out/teachers/<kind>`` does not hold it."""
   dest = os.path.join(out, "teachers", kind)
+  cfg = teacher_run_config(kind, suite)
+  # A published teacher trained under another plan is an error, not a silent substitute.
+  resume.check_resumable(cfg, "teacher", os.path.join(dest, "teacher"))
   if not os.path.exists(os.path.join(dest, "teacher", "done.json")):
-    cfg = teacher_run_config(kind, suite)
     wd = os.path.join(workdir, f"teacher_{kind}")
     log(f"[study] teacher {kind!r}: training in {wd}")
 
