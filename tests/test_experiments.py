@@ -74,15 +74,17 @@ def test_study_overrides_and_entry_configs():
   plan = study_plan.load_plan("fmnist_study")
   teachers = {"robust": "T/robust/teacher", "clean": "T/clean/teacher"}
   c = study_plan.entry_config(plan, "trades_b1", 2, teachers, "fmnist_study")
-  assert c.student.loss.trades_kl == 1.0 and c.seed == 2 and c.student.model_kwargs.width == 8
+  assert c.student.loss.trades_kl == 1.0 and c.seed == 2 and c.student.model_kwargs.width == 16
   assert c.eval.autoattack_n == 1000 and c.eval.n == -1 and c.eval.val_n == 5000
   assert "teacher" not in c.stages
   ltd = study_plan.entry_config(plan, "ltd_tau01", 0, teachers, "fmnist_study")
   assert ltd.student.loss.kd_teacher_temperature == 0.1 and ltd.eval.autoattack_n == 500
   assert ltd.teacher.workdir == "T/robust/teacher" and ltd.teacher.model_kwargs.width == 32
   assert ltd.teacher.attack.steps == 10 and ltd.teacher.source == "precomputed"
+  assert ltd.teacher.optim.epochs == 20  # the robust teacher's schedule, not a student's
   ag = study_plan.entry_config(plan, "agkd_no_bml", 0, teachers, "fmnist_study")
   assert ag.teacher.workdir == "T/clean/teacher" and ag.student.init_from == ""
+  assert ag.teacher.optim.epochs == 8 and ag.teacher.attack.steps == 0
   assert ag.student.loss.bml_triplet == 0.0 and ag.student.loss.at_adv == 1.0
   # Every student shares the budget: model, epochs, training-attack steps.
   budgets = set()
@@ -92,8 +94,8 @@ def test_study_overrides_and_entry_configs():
     budgets.add((e.student.model, e.student.model_kwargs.width, e.student.optim.epochs,
                  steps if plan.entries[name].group != "logit" else "none"))  # fmt: skip
   assert budgets == {
-    ("small_cnn", 8, plan.student.epochs, 3),
-    ("small_cnn", 8, plan.student.epochs, "none"),
+    ("small_cnn", 16, plan.student.epochs, 3),
+    ("small_cnn", 16, plan.student.epochs, "none"),
   }
   with pytest.raises(ValueError, match="student.loss.no_such"):
     study_plan.apply_overrides(c, "student.loss.no_such=1")
