@@ -48,8 +48,8 @@ def plots(a: dict, entries: dict, out: str) -> list:
   names.append("val_robust_by_epoch.png")
   # AutoAttack accuracy against the teacher temperature (LTD), on the ablations' points.
   taus = ltd_temperatures(entries)
-  n = min((entries[k][0]["autoattack_n"] for _, k in taus if k in entries), default=0)
-  pts = [(tau, 100 * seed_points(entries[k], n).mean()) for tau, k in taus if k in entries]
+  n = min((entries[k][0]["autoattack_n"] for _, k in taus), default=0)
+  pts = [(tau, 100 * seed_points(entries[k], n).mean()) for tau, k in taus]
   if pts:
     fig = Figure(figsize=(5, 4))
     ax = fig.subplots()
