@@ -18,7 +18,14 @@ def markdown(a: dict, meta: dict, name: str) -> str:
     f"Produced by `{meta['command']}` at commit `{meta['git_commit']}`. {a['runs_done']} of "
     f"{a['runs_planned']} runs done; {a['minutes']:.1f} min of training and evaluation so far "
     f"(teachers included), {meta['machine']}; median reference step (`bench/pgd_step.py`, "
-    f"PyTorch, measured after each entry) {meta['reference']}.",
+    f"PyTorch, measured after each entry) {meta['reference']}. Scaled to a "
+    f"{a['scaled_to_ms']:.0f} ms reference step, each run by the reference measured right "
+    f"after it: {a['minutes_scaled'] / 60:.2f} h"
+    + (
+      f" ({a['runs_without_reference']} runs without a reference counted unscaled)."
+      if a["runs_without_reference"]
+      else "."
+    ),
     "",
     f"Student: {meta['student']}. Evaluation: clean, PGD-20 and CW-30 on {meta['eval_n']} test "
     f"points; AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square) at L-inf eps {meta['eps']} "

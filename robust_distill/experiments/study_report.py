@@ -25,6 +25,17 @@ from robust_distill.experiments.study_stats import (
   welch,
 )
 
+# The reference step the study's budget is stated at (bench/pgd_step.py's PyTorch step, ms).
+SCALE_MS = 700.0
+
+
+def scaled_minutes(timed) -> tuple[float, int]:
+  """``(total, unscaled)``: the sum of ``minutes * SCALE_MS / reference_ms`` over ``(minutes,
+  reference)`` pairs, a pair without a measured reference counted as is, and how many of those."""
+  has = [bool((ref or {}).get("ms")) for _, ref in timed]
+  total = sum(m * SCALE_MS / ref["ms"] if h else m for (m, ref), h in zip(timed, has))
+  return total, has.count(False)
+
 
 def model_flops(stage_cfg: dict, shape=(28, 28, 1), classes: int = 10) -> float:
   """FLOPs of one forward pass of one image (XLA's cost analysis)."""
@@ -118,6 +129,14 @@ def analyse(plan, out: str, entries: dict) -> dict:
   refs = [
     s["reference"] for r in rows for s in r["per_seed"] if (s.get("reference") or {}).get("ms")
   ]
+  # Each run's minutes scaled to a 700 ms reference step by the reference measured right after
+  # it (the machine's speed drifts between sessions); runs without one are counted unscaled.
+  timed = [(s["minutes"], s.get("reference")) for r in rows for s in r["per_seed"]] + [
+    (t["time"]["seconds"] / 60, t["time"].get("reference"))
+    for t in teachers.values()
+    if t and "time" in t
+  ]
+  scaled, unscaled = scaled_minutes(timed)
   planned = sum(e.seeds for e in plan.entries.values())
   return {
     "rows": rows,
@@ -127,6 +146,9 @@ def analyse(plan, out: str, entries: dict) -> dict:
     "stats": stats,
     "ablation": ablation,
     "minutes": minutes,
+    "minutes_scaled": scaled,
+    "scaled_to_ms": SCALE_MS,
+    "runs_without_reference": unscaled,
     "reference_ms_median": float(np.median([x["ms"] for x in refs])) if refs else None,
     "reference_other_cores_max": max((x["other_cores"] for x in refs), default=None),
     "runs_done": sum(r["seeds_done"] for r in rows),
