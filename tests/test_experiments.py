@@ -56,12 +56,14 @@ def test_study_smoke_runs_resumes_publishes_the_teacher_and_reports(tmp_path, ca
   assert (res / "logits" / "report.md").exists() and (res / "tradeoff.png").stat().st_size
   summary = json.loads((out / "fmnist_study_smoke.json").read_text())
   assert summary["runs_done"] == summary["runs_planned"] == 2
-  # No reference step was measured: every run (two entries, the timed teachers) is unscaled.
-  timed_teachers = sum("time" in t for t in summary["teachers"].values())
-  assert timed_teachers >= 1
-  assert summary["runs_without_reference"] == 2 + timed_teachers
+  # No reference step was measured: all the time is counted unscaled, in one segment per run.
+  assert summary["minutes"] > 0
+  assert summary["minutes_unscaled"] == pytest.approx(summary["minutes"])
   assert summary["minutes_scaled"] == pytest.approx(summary["minutes"])
-  assert f"({2 + timed_teachers} runs without a reference counted unscaled)" in md
+  assert f"({summary['minutes_unscaled']:.1f} min without a reference counted unscaled)" in md
+  for r in entries.values():
+    assert [g["reference"] for g in r["segments"]] == [None]
+    assert r["segments"][0]["seconds"] == pytest.approx(60 * r["minutes"])
   # Resumable: a second invocation trains nothing and reports the same figures.
   capsys.readouterr()
   again = study.run("smoke", str(wd), str(out), with_reference=False)
@@ -125,16 +127,17 @@ def test_study_statistics():
   w = R.welch([0.70, 0.72, 0.71], [0.60, 0.61, 0.62])
   assert w["diff"] == pytest.approx(10.0) and w["lo"] < 10 < w["hi"] and w["lo"] > 5
   assert R.welch([0.7], [0.6, 0.61]) is None
-  # The budget: each run scaled by its own reference step (to 700 ms), missing ones as they are.
-  total, unscaled = study_report.scaled_minutes(
-    [
-      (10.0, {"ms": 350.0}),
-      (10.0, {"ms": 1400.0, "other_cores": 0.0}),
-      (4.0, None),
-      (1.0, {"ms": None}),
-    ]
-  )
-  assert total == pytest.approx(20.0 + 5.0 + 4.0 + 1.0) and unscaled == 2
+  # The budget: each session's part scaled by its own reference step (to 700 ms); parts
+  # without one as they are.
+  total, unscaled = study_report.scaled_minutes([
+    {"minutes": 10.0, "reference": {"ms": 350.0}},
+    {"minutes": 10.0, "reference": {"ms": 1400.0, "other_cores": 0.0}},
+    {"minutes": 4.0, "reference": None},
+    {"minutes": 9.0, "reference": {"ms": 700.0},
+     "segments": [{"seconds": 120.0, "reference": None},
+                  {"seconds": 420.0, "reference": {"ms": 1400.0}}]},
+  ])  # fmt: skip
+  assert total == pytest.approx(20.0 + 5.0 + 4.0 + 2.0 + 3.5) and unscaled == pytest.approx(6.0)
   assert R.frontier_at([(0.8, 0.6), (0.9, 0.5)], 0.85) == pytest.approx(0.55)
   assert R.frontier_at([(0.8, 0.6), (0.9, 0.5)], 0.95) is None
   run = {

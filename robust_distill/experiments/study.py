@@ -60,21 +60,29 @@ def entry_path(out: str, name: str, seed: int) -> str:
   return os.path.join(out, "entries", f"{name}_s{seed}.json")
 
 
-def _timed(fn, wd: str) -> float:
-  """Runs ``fn()`` and returns the seconds it took, added to those of earlier interrupted
-  invocations of the same work (kept in ``wd/study_time.json`` while it runs)."""
+def _timed(fn, wd: str, ref: dict | None) -> tuple[float, list]:
+  """Runs ``fn()``; returns the seconds it took, added to those of earlier interrupted
+  invocations of the same work, and the segments: one ``{"seconds", "reference"}`` per
+  invocation, ``reference`` being the reference step measured when that invocation started
+  (kept in ``wd/study_time.json`` while it runs, so that a killed run keeps its time)."""
   path = os.path.join(wd, "study_time.json")
-  before = 0.0
+  segments = []
   if os.path.exists(path):
     with open(path) as f:
-      before = json.load(f)["seconds"]
+      d = json.load(f)
+    segments = d.get("segments") or [{"seconds": d["seconds"], "reference": None}]
   t = time.perf_counter()
   os.makedirs(wd, exist_ok=True)
+
+  def now():
+    return segments + [{"seconds": time.perf_counter() - t, "reference": ref}]
+
   try:
     fn()
   finally:
-    files.write_json(path, {"seconds": before + time.perf_counter() - t})
-  return before + time.perf_counter() - t
+    files.write_json(path, {"seconds": sum(g["seconds"] for g in now()), "segments": now()})
+  done = now()
+  return sum(g["seconds"] for g in done), done
 
 
 def _figures(wd: str) -> dict:
@@ -119,9 +127,10 @@ def publish_teacher(kind: str, wd: str, dest: str) -> None:
 
 
 def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool,
-                   with_reference: bool = True) -> str:  # fmt: skip
+                   with_reference: bool = True, session_ref=None) -> str:  # fmt: skip
   """The published stage dir of teacher ``kind``, training (and, if ``evaluate``, evaluating)
-  and publishing it first when ``out/teachers/<kind>`` does not hold it."""
+  and publishing it first when ``out/teachers/<kind>`` does not hold it. ``session_ref``: the
+  reference step measured when this invocation started (it scales this invocation's time)."""
   dest = os.path.join(out, "teachers", kind)
   cfg = teacher_run_config(kind, suite)
   # A published teacher trained under another plan is an error, not a silent substitute.
@@ -139,10 +148,14 @@ def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool
         res = evaluate_stage(cfg, "teacher", wd, test, mesh, log=log)
         files.write_json(os.path.join(wd, "eval.json"), res)
 
-    seconds = _timed(train_and_eval, wd)
+    seconds, segments = _timed(train_and_eval, wd, session_ref)
     files.write_json(
       os.path.join(wd, "study_time.json"),
-      {"seconds": seconds, "reference": reference() if with_reference else None},
+      {
+        "seconds": seconds,
+        "segments": segments,
+        "reference": reference() if with_reference else None,
+      },
     )
     publish_teacher(kind, wd, dest)
     log(f"[study] teacher {kind!r} published to {dest} ({seconds / 60:.1f} min)")
@@ -150,7 +163,7 @@ def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool
 
 
 def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, teachers: dict,
-              *, with_reference: bool = True) -> dict:  # fmt: skip
+              *, with_reference: bool = True, session_ref: dict | None = None) -> dict:  # fmt: skip
   """Runs (or resumes) entry ``name`` with ``seed`` and writes its result file; returns it."""
   path = entry_path(out, name, seed)
   if os.path.exists(path):
@@ -161,7 +174,7 @@ def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, te
   wd = os.path.join(workdir, f"{name}_s{seed}")
   e = plan.entries[name]
   log(f"[study] {e.label} (seed {seed}) in {wd}")
-  seconds = _timed(lambda: loop.run(cfg, wd), wd)
+  seconds, segments = _timed(lambda: loop.run(cfg, wd), wd, session_ref)
   result = {
     "entry": name,
     "seed": seed,
@@ -178,6 +191,7 @@ def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, te
     "student_attack_steps": int(cfg.student.attack.steps),
     "minutes": seconds / 60,
     "reference": reference() if with_reference else None,
+    "segments": segments,  # per invocation: seconds and the reference measured at its start
     **_figures(wd),
     "curves": curves(workdir_lib.stage_dir(wd, "student")),
   }
@@ -202,12 +216,18 @@ def run(suite: str, workdir: str, out_dir: str, *, only=None, with_reference: bo
   files.check_writable(out)
   entries = [k for k in plan.order.split(",") if not only or k in only]
   teachers = {}
+  # This invocation's reference step, measured once before any work: the time of every run
+  # segment done in this invocation is scaled by it (one after each run is also recorded).
+  session_ref = reference() if with_reference else None
+  if session_ref:
+    log(f"[study] reference step {session_ref['ms']} ms ({session_ref['other_cores']} other cores)")
 
   def teacher(kind: str) -> str:  # trained (and published) when first needed
     if kind not in teachers:
       teachers[kind] = ensure_teacher(
-        kind, suite, workdir, out, evaluate=kind == "robust", with_reference=with_reference
-      )
+        kind, suite, workdir, out, evaluate=kind == "robust", with_reference=with_reference,
+        session_ref=session_ref,
+      )  # fmt: skip
     return teachers[kind]
 
   teacher("robust")
@@ -218,7 +238,8 @@ def run(suite: str, workdir: str, out_dir: str, *, only=None, with_reference: bo
       teacher(teacher_kind(c))
     for seed in range(plan.entries[k].seeds):
       done = os.path.exists(entry_path(out, k, seed))
-      r = run_entry(plan, k, seed, suite, workdir, out, teachers, with_reference=with_reference)
+      r = run_entry(plan, k, seed, suite, workdir, out, teachers, with_reference=with_reference,
+                    session_ref=session_ref)  # fmt: skip
       summary = study_report.write(plan, out_dir, name)
       if commit and not done:  # each result lands in the history as soon as it exists
         paths = [out, os.path.join(out_dir, f"{name}.md"), os.path.join(out_dir, f"{name}.json")]

@@ -19,11 +19,11 @@ def markdown(a: dict, meta: dict, name: str) -> str:
     f"{a['runs_planned']} runs done; {a['minutes']:.1f} min of training and evaluation so far "
     f"(teachers included), {meta['machine']}; median reference step (`bench/pgd_step.py`, "
     f"PyTorch, measured after each entry) {meta['reference']}. Scaled to a "
-    f"{a['scaled_to_ms']:.0f} ms reference step, each run by the reference measured right "
-    f"after it: {a['minutes_scaled'] / 60:.2f} h"
+    f"{a['scaled_to_ms']:.0f} ms reference step, each session's part by the reference measured "
+    f"when that session started: {a['minutes_scaled'] / 60:.2f} h"
     + (
-      f" ({a['runs_without_reference']} runs without a reference counted unscaled)."
-      if a["runs_without_reference"]
+      f" ({a['minutes_unscaled']:.1f} min without a reference counted unscaled)."
+      if a["minutes_unscaled"]
       else "."
     ),
     "",

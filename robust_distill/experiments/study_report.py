@@ -29,12 +29,22 @@ from robust_distill.experiments.study_stats import (
 SCALE_MS = 700.0
 
 
-def scaled_minutes(timed) -> tuple[float, int]:
-  """``(total, unscaled)``: the sum of ``minutes * SCALE_MS / reference_ms`` over ``(minutes,
-  reference)`` pairs, a pair without a measured reference counted as is, and how many of those."""
-  has = [bool((ref or {}).get("ms")) for _, ref in timed]
-  total = sum(m * SCALE_MS / ref["ms"] if h else m for (m, ref), h in zip(timed, has))
-  return total, has.count(False)
+def scaled_minutes(runs) -> tuple[float, float]:
+  """``(total, unscaled)`` minutes of ``runs`` (dicts with ``minutes`` and, optionally,
+  ``segments`` and ``reference``), each part scaled to a ``SCALE_MS`` reference step by the
+  reference measured in its own session: a segment by the one taken when its invocation
+  started, a run without segments by the one taken right after it; parts without a measured
+  reference are counted as they are, and their minutes returned as ``unscaled``."""
+  total = unscaled = 0.0
+  for r in runs:
+    parts = [(g["seconds"] / 60, g.get("reference")) for g in r.get("segments") or []] or [
+      (r["minutes"], r.get("reference"))
+    ]
+    for m, ref in parts:
+      ms = (ref or {}).get("ms")
+      total += m * SCALE_MS / ms if ms else m
+      unscaled += 0.0 if ms else m
+  return total, unscaled
 
 
 def model_flops(stage_cfg: dict, shape=(28, 28, 1), classes: int = 10) -> float:
@@ -129,10 +139,10 @@ def analyse(plan, out: str, entries: dict) -> dict:
   refs = [
     s["reference"] for r in rows for s in r["per_seed"] if (s.get("reference") or {}).get("ms")
   ]
-  # Each run's minutes scaled to a 700 ms reference step by the reference measured right after
-  # it (the machine's speed drifts between sessions); runs without one are counted unscaled.
-  timed = [(s["minutes"], s.get("reference")) for r in rows for s in r["per_seed"]] + [
-    (t["time"]["seconds"] / 60, t["time"].get("reference"))
+  # The budget at a SCALE_MS reference step: the machine's speed drifts up to 2x between the
+  # sessions a study spans, so each session's part is scaled by its own reference.
+  timed = [s for r in rows for s in r["per_seed"]] + [
+    {"minutes": t["time"]["seconds"] / 60, **t["time"]}
     for t in teachers.values()
     if t and "time" in t
   ]
@@ -148,7 +158,7 @@ def analyse(plan, out: str, entries: dict) -> dict:
     "minutes": minutes,
     "minutes_scaled": scaled,
     "scaled_to_ms": SCALE_MS,
-    "runs_without_reference": unscaled,
+    "minutes_unscaled": unscaled,
     "reference_ms_median": float(np.median([x["ms"] for x in refs])) if refs else None,
     "reference_other_cores_max": max((x["other_cores"] for x in refs), default=None),
     "runs_done": sum(r["seeds_done"] for r in rows),

@@ -96,6 +96,7 @@ def summarize(name: str, runs: list, entry) -> dict:
         "autoattack_acc",
         "minutes",
         "reference",
+        "segments",
       )
     }  # fmt: skip
     for r in runs
