@@ -190,3 +190,24 @@ def test_ltd_temperature_sweep_is_read_from_the_entries_as_trained():
     "old": [{"method_config": "configs/ltd_trades.py:fmnist", "overrides": ""}],
   }
   assert ltd_temperatures(entries) == [(0.25, "ltd_trades"), (1.0, "ltd_tau1")]
+
+
+def test_study_run_time_is_kept_per_invocation_with_its_reference(tmp_path):
+  """A run's time survives an interruption, and each invocation's part keeps the reference step
+  measured when that invocation started (the machine's speed differs between sessions)."""
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  (wd / "study_time.json").write_text(json.dumps({"seconds": 5.0}))  # from before segments
+
+  def killed():
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    study_io.timed(killed, str(wd), {"ms": 500.0})
+  kept = json.loads((wd / "study_time.json").read_text())
+  assert [g["reference"] for g in kept["segments"]] == [None, {"ms": 500.0}]
+  seconds, segments = study_io.timed(lambda: None, str(wd), {"ms": 900.0})
+  assert [g["reference"] for g in segments] == [None, {"ms": 500.0}, {"ms": 900.0}]
+  assert segments[0]["seconds"] == 5.0 and seconds == pytest.approx(
+    sum(g["seconds"] for g in segments)
+  )

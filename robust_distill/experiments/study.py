@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import sys
-import time
 
 
 from robust_distill import config as config_lib, errors, files, parallel, workdir as workdir_lib
@@ -49,7 +48,7 @@ from robust_distill.experiments.study_plan import (
   teacher_kind,
   teacher_run_config,
 )
-from robust_distill.experiments.study_io import aa_points, git_commit_results, reference
+from robust_distill.experiments.study_io import aa_points, git_commit_results, reference, timed
 from robust_distill.experiments.study_stats import curves
 from robust_distill.train import loop, resume
 from robust_distill.train.interrupt import log
@@ -58,31 +57,6 @@ from robust_distill.train.interrupt import log
 def entry_path(out: str, name: str, seed: int) -> str:
   """The result file of entry ``name`` with ``seed``: its existence marks the entry done."""
   return os.path.join(out, "entries", f"{name}_s{seed}.json")
-
-
-def _timed(fn, wd: str, ref: dict | None) -> tuple[float, list]:
-  """Runs ``fn()``; returns the seconds it took, added to those of earlier interrupted
-  invocations of the same work, and the segments: one ``{"seconds", "reference"}`` per
-  invocation, ``reference`` being the reference step measured when that invocation started
-  (kept in ``wd/study_time.json`` while it runs, so that a killed run keeps its time)."""
-  path = os.path.join(wd, "study_time.json")
-  segments = []
-  if os.path.exists(path):
-    with open(path) as f:
-      d = json.load(f)
-    segments = d.get("segments") or [{"seconds": d["seconds"], "reference": None}]
-  t = time.perf_counter()
-  os.makedirs(wd, exist_ok=True)
-
-  def now():
-    return segments + [{"seconds": time.perf_counter() - t, "reference": ref}]
-
-  try:
-    fn()
-  finally:
-    files.write_json(path, {"seconds": sum(g["seconds"] for g in now()), "segments": now()})
-  done = now()
-  return sum(g["seconds"] for g in done), done
 
 
 def _figures(wd: str) -> dict:
@@ -148,7 +122,7 @@ def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool
         res = evaluate_stage(cfg, "teacher", wd, test, mesh, log=log)
         files.write_json(os.path.join(wd, "eval.json"), res)
 
-    seconds, segments = _timed(train_and_eval, wd, session_ref)
+    seconds, segments = timed(train_and_eval, wd, session_ref)
     files.write_json(
       os.path.join(wd, "study_time.json"),
       {
@@ -174,7 +148,7 @@ def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, te
   wd = os.path.join(workdir, f"{name}_s{seed}")
   e = plan.entries[name]
   log(f"[study] {e.label} (seed {seed}) in {wd}")
-  seconds, segments = _timed(lambda: loop.run(cfg, wd), wd, session_ref)
+  seconds, segments = timed(lambda: loop.run(cfg, wd), wd, session_ref)
   result = {
     "entry": name,
     "seed": seed,

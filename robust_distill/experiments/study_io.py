@@ -1,7 +1,9 @@
 """The study's contacts with the machine and the repository: the reference step and the load
-beside it, the per-point AutoAttack outcomes in a workdir, committing results as they land."""
+beside it, the time of a run across interrupted invocations, the per-point AutoAttack outcomes
+in a workdir, committing results as they land."""
 
 import glob
+import json
 import os
 import re
 import resource
@@ -11,6 +13,7 @@ import time
 
 import numpy as np
 
+from robust_distill import files
 from robust_distill.experiments.study_plan import ROOT
 
 
@@ -61,3 +64,28 @@ def git_commit_results(paths: list[str], message: str) -> bool:
     return False
   cmd = ["git", "commit", "-q", "-m", message, "--", *paths]
   return subprocess.run(cmd, cwd=root, capture_output=True).returncode == 0
+
+
+def timed(fn, wd: str, ref: dict | None) -> tuple[float, list]:
+  """Runs ``fn()``; returns the seconds it took, added to those of earlier interrupted
+  invocations of the same work, and the segments: one ``{"seconds", "reference"}`` per
+  invocation, ``reference`` being the reference step measured when that invocation started
+  (kept in ``wd/study_time.json`` while it runs, so that a killed run keeps its time)."""
+  path = os.path.join(wd, "study_time.json")
+  segments = []
+  if os.path.exists(path):
+    with open(path) as f:
+      d = json.load(f)
+    segments = d.get("segments") or [{"seconds": d["seconds"], "reference": None}]
+  t = time.perf_counter()
+  os.makedirs(wd, exist_ok=True)
+
+  def now():
+    return segments + [{"seconds": time.perf_counter() - t, "reference": ref}]
+
+  try:
+    fn()
+  finally:
+    files.write_json(path, {"seconds": sum(g["seconds"] for g in now()), "segments": now()})
+  done = now()
+  return sum(g["seconds"] for g in done), done

@@ -20,15 +20,24 @@ def teacher_run_config(kind: str, suite: str):
   return config_lib.load(PLAN + f":teacher:{kind}" + (":smoke" if suite == "smoke" else ""))
 
 
-def apply_overrides(c, spec: str) -> None:
-  """Applies ``path=value;path=value`` to config ``c`` in place (values parsed as Python
-  literals, else kept as strings; an unknown path is an error naming it)."""
+def parse_overrides(spec: str) -> list[tuple[str, str, str]]:
+  """``'path=value;path=value'`` -> ``[(item, path, raw value)]`` (an item without '=' is an
+  error naming it)."""
+  out = []
   for item in (s.strip() for s in spec.split(";")):
     if not item:
       continue
     path, sep, raw = item.partition("=")
     if not sep:
       raise ValueError(f"override {item!r}: expected PATH=VALUE")
+    out.append((item, path.strip(), raw.strip()))
+  return out
+
+
+def apply_overrides(c, spec: str) -> None:
+  """Applies ``path=value;path=value`` to config ``c`` in place (values parsed as Python
+  literals, else kept as strings; an unknown path is an error naming it)."""
+  for item, path, raw in parse_overrides(spec):
     *parents, key = path.split(".")
     node = c
     for p in parents:

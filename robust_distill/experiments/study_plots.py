@@ -5,6 +5,7 @@ import os
 
 from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
 
+from robust_distill.experiments.study_plan import parse_overrides
 from robust_distill.experiments.study_stats import seed_points
 
 MAIN_GROUPS = ("baseline", "distilled")
@@ -16,7 +17,7 @@ def ltd_temperatures(entries: dict) -> list:
   out = []
   for k, runs in entries.items():
     r = runs[0]
-    sets = [kv.split("=")[0] for kv in r.get("overrides", "").split(";") if kv]
+    sets = [path for _, path, _ in parse_overrides(r.get("overrides", ""))]
     if (
       r.get("method_config", "").startswith("configs/ltd_trades.py")
       and set(sets) <= {"student.loss.kd_teacher_temperature"}
