@@ -81,6 +81,18 @@ def jax_step(args):
   return run, f"{jax.device_count()} x {jax.devices()[0].platform}"
 
 
+def torch_pgd(model, x, y, *, eps, alpha, steps):
+  """L-inf PGD on the summed cross-entropy in PyTorch: uniform start, sign steps, projection
+  and clipping (the same attack as the library's)."""
+  xa = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+  for _ in range(steps):
+    xa.requires_grad_(True)
+    loss = F.cross_entropy(model(xa), y, reduction="sum")
+    (g,) = torch.autograd.grad(loss, xa)
+    xa = torch.min(torch.max(xa.detach() + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
+  return xa
+
+
 def torch_step(args):
   torch.set_num_threads(os.cpu_count() or 1)
   torch.manual_seed(0)
@@ -108,12 +120,7 @@ def torch_step(args):
 
   def run():
     model.eval()
-    xa = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
-    for _ in range(args.steps):
-      xa.requires_grad_(True)
-      loss = F.cross_entropy(model(xa), y, reduction="sum")
-      (g,) = torch.autograd.grad(loss, xa)
-      xa = torch.min(torch.max(xa.detach() + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
+    xa = torch_pgd(model, x, y, eps=eps, alpha=alpha, steps=args.steps)
     model.train()
     opt.zero_grad()
     F.cross_entropy(model(xa), y).backward()

@@ -49,7 +49,6 @@ import jax.numpy as jnp
 import numpy as np
 import pgd_step
 import torch
-import torch.nn.functional as F
 import torch_export
 from flax import nnx
 
@@ -196,15 +195,8 @@ def per_iteration(make, short, long, reps):
 
 
 def torch_pgd_eval(model, x, y, steps, eps):
-  alpha = 2.5 * eps / steps
-
   def run():
-    xa = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
-    for _ in range(steps):
-      xa.requires_grad_(True)
-      loss = F.cross_entropy(model(xa), y, reduction="sum")
-      (g,) = torch.autograd.grad(loss, xa)
-      xa = torch.min(torch.max(xa.detach() + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
+    xa = pgd_step.torch_pgd(model, x, y, eps=eps, alpha=2.5 * eps / steps, steps=steps)
     with torch.no_grad():
       return (model(xa).argmax(1) == y).sum()
 

@@ -30,6 +30,7 @@ cpu_devices.configure_from_argv()  # before JAX is imported: XLA reads the flag 
 compile_cache.configure()  # likewise: JAX reads its cache settings at import
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -101,10 +102,10 @@ def publish_teacher(kind: str, wd: str, dest: str) -> None:
 
 
 def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool,
-                   with_reference: bool = True, session_ref=None) -> str:  # fmt: skip
+                   with_reference: bool = True, session_ref=lambda: None) -> str:  # fmt: skip
   """The published stage dir of teacher ``kind``, training (and, if ``evaluate``, evaluating)
-  and publishing it first when ``out/teachers/<kind>`` does not hold it. ``session_ref``: the
-  reference step measured when this invocation started (it scales this invocation's time)."""
+  and publishing it first when ``out/teachers/<kind>`` does not hold it. ``session_ref()``: the
+  reference step of this invocation, measured before its first work (it scales that work)."""
   dest = os.path.join(out, "teachers", kind)
   cfg = teacher_run_config(kind, suite)
   # A published teacher trained under another plan is an error, not a silent substitute.
@@ -122,7 +123,7 @@ def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool
         res = evaluate_stage(cfg, "teacher", wd, test, mesh, log=log)
         files.write_json(os.path.join(wd, "eval.json"), res)
 
-    seconds, segments = timed(train_and_eval, wd, session_ref)
+    seconds, segments = timed(train_and_eval, wd, session_ref())
     files.write_json(
       os.path.join(wd, "study_time.json"),
       {
@@ -137,7 +138,7 @@ def ensure_teacher(kind: str, suite: str, workdir: str, out: str, evaluate: bool
 
 
 def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, teachers: dict,
-              *, with_reference: bool = True, session_ref: dict | None = None) -> dict:  # fmt: skip
+              *, with_reference: bool = True, session_ref=lambda: None) -> dict:  # fmt: skip
   """Runs (or resumes) entry ``name`` with ``seed`` and writes its result file; returns it."""
   path = entry_path(out, name, seed)
   if os.path.exists(path):
@@ -148,7 +149,7 @@ def run_entry(plan, name: str, seed: int, suite: str, workdir: str, out: str, te
   wd = os.path.join(workdir, f"{name}_s{seed}")
   e = plan.entries[name]
   log(f"[study] {e.label} (seed {seed}) in {wd}")
-  seconds, segments = timed(lambda: loop.run(cfg, wd), wd, session_ref)
+  seconds, segments = timed(lambda: loop.run(cfg, wd), wd, session_ref())
   result = {
     "entry": name,
     "seed": seed,
@@ -190,11 +191,16 @@ def run(suite: str, workdir: str, out_dir: str, *, only=None, with_reference: bo
   files.check_writable(out)
   entries = [k for k in plan.order.split(",") if not only or k in only]
   teachers = {}
-  # This invocation's reference step, measured once before any work: the time of every run
-  # segment done in this invocation is scaled by it (one after each run is also recorded).
-  session_ref = reference() if with_reference else None
-  if session_ref:
-    log(f"[study] reference step {session_ref['ms']} ms ({session_ref['other_cores']} other cores)")
+
+  @functools.cache
+  def session_ref():
+    """This invocation's reference step, measured once, before its first training or
+    evaluation (an invocation with nothing left to run measures none): the time of every run
+    segment done in this invocation is scaled by it (one after each run is also recorded)."""
+    ref = reference() if with_reference else None
+    if ref:
+      log(f"[study] reference step {ref['ms']} ms ({ref['other_cores']} other cores)")
+    return ref
 
   def teacher(kind: str) -> str:  # trained (and published) when first needed
     if kind not in teachers:

@@ -79,13 +79,9 @@ def timed(fn, wd: str, ref: dict | None) -> tuple[float, list]:
     segments = d.get("segments") or [{"seconds": d["seconds"], "reference": None}]
   t = time.perf_counter()
   os.makedirs(wd, exist_ok=True)
-
-  def now():
-    return segments + [{"seconds": time.perf_counter() - t, "reference": ref}]
-
   try:
     fn()
   finally:
-    files.write_json(path, {"seconds": sum(g["seconds"] for g in now()), "segments": now()})
-  done = now()
-  return sum(g["seconds"] for g in done), done
+    segments.append({"seconds": time.perf_counter() - t, "reference": ref})
+    files.write_json(path, {"seconds": sum(g["seconds"] for g in segments), "segments": segments})
+  return sum(g["seconds"] for g in segments), segments

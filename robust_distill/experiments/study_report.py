@@ -133,9 +133,6 @@ def analyse(plan, out: str, entries: dict) -> dict:
       a, b = seed_points(entries[r["entry"]], n), seed_points(entries[p], n)
       ablation.append({"entry": r["entry"], "full": p, "n": n, "aa": 100 * a.mean(),
                        "full_aa": 100 * b.mean(), "diff": bootstrap_diff(a, b)})  # fmt: skip
-  minutes = sum(r["minutes"] for r in rows) + sum(
-    t["time"]["seconds"] / 60 for t in teachers.values() if t and "time" in t
-  )
   refs = [
     s["reference"] for r in rows for s in r["per_seed"] if (s.get("reference") or {}).get("ms")
   ]
@@ -146,6 +143,7 @@ def analyse(plan, out: str, entries: dict) -> dict:
     for t in teachers.values()
     if t and "time" in t
   ]
+  minutes = sum(x["minutes"] for x in timed)
   scaled, unscaled = scaled_minutes(timed)
   planned = sum(e.seeds for e in plan.entries.values())
   return {
