@@ -4,7 +4,7 @@ Both implementations run in this one process on the same machine, alternating ro
 machine noise hits both alike, and the script prints the median step time of each and the ratio
 PyTorch time / JAX time (> 1 means JAX is faster).
 
-    python bench/pgd_step.py [--host_devices=8] [--batch=128] [--steps=10] [--reps=7]
+    python bench/pgd_step.py [--host_devices=2] [--batch=128] [--steps=10] [--reps=7]
     python bench/pgd_step.py --reference_only --reps=5   # the PyTorch step alone (seconds)
 
 The PyTorch step's time is the project's machine reference: every time quoted in the README

@@ -2,7 +2,7 @@
 the training step, this library (JAX) against PyTorch, all in one run.
 
     python bench/roofline.py [--workdir=results/fmnist_study/teachers/robust] [--batch=256]
-                             [--host_devices=8] [--json=FILE]
+                             [--host_devices=2] [--json=FILE]
 
 1. **Peak.** A 2048 x 2048 float32 matmul (``2 n^3`` FLOPs) in JAX (one device, and split over
    the host devices), NumPy and PyTorch; the best of them is the machine's attainable peak.

@@ -2,7 +2,7 @@
 # Usage: launch/local.sh [--dry-run] --config=configs/FILE.py[:ARG] --workdir=DIR [--config.x=y ...]
 #
 # Runs robust_distill on this host with all of its devices: GPUs/TPUs if present, otherwise the
-# CPU split into --host_devices=N virtual devices (measured default 8; see
+# CPU split into --host_devices=N virtual devices (measured default 2; see
 # robust_distill/cpu_devices.py). Uses .venv/bin/python if the repository has one.
 # --dry-run prints the command instead of running it.
 set -euo pipefail

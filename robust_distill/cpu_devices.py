@@ -1,22 +1,37 @@
-"""The number of XLA host (CPU) devices, set by the command-line entry points before JAX starts.
+"""XLA's CPU settings, applied by the command-line entry points before JAX starts: the number of
+host devices and which operations XLA hands to its YNNPACK library.
 
-On CPU, XLA uses two cores poorly inside one device's convolutions; splitting the batch over
-several virtual host devices and sharding it over the mesh's ``data`` axis runs the shards side
-by side. Measured on a 2-core machine with ``bench/pgd_step.py``: 1 device about 0.5x PyTorch's
-step, 4 devices about 1.1x, 8 devices about 1.25x, 16 about 1.1x. Hence the default of 8.
+Two measured facts (``bench/pgd_step.py``, ``bench/attack_sweep.py``, ``bench/roofline.py``;
+docs/performance.md has the tables):
 
-XLA reads the flag once, when JAX initialises its CPU backend, so it is an entry point's
-``--host_devices`` flag, not a config value: ``configure_from_argv()`` runs first thing in every
-entry point. This module imports nothing but the standard library. The flag has no effect on
-GPU/TPU hosts.
+* **YNNPACK fusions.** jaxlib 0.10.2 hands elementwise and reduction fusions to YNNPACK by
+  default. Around the convolutions of a backward pass, which run in XLA's own kernels, that
+  makes the input gradient of the small CNN 2.5x slower (one device, width 32: forward plus
+  input gradient 40 ms against 16 ms per batch of 64 with YNNPACK kept to matrix products).
+  ``configure`` therefore sets ``--xla_cpu_experimental_ynn_fusion_type=dot`` unless
+  ``XLA_FLAGS`` already chooses.
+* **Host devices.** Splitting the CPU into several virtual XLA devices and sharding the batch
+  over a ``data`` mesh runs the shards side by side. With YNNPACK kept to matrix products, 2
+  devices on a 2-core machine beat 8 (PGD-10 training step 387 against 537 ms; AutoAttack's
+  gradient attacks on the width-16 student 1.6-1.7x faster); with the default fusions, 8 had
+  been best. Hence the default of 2: re-measure on a machine with more cores
+  (``bench/pgd_step.py --host_devices=N``).
+
+XLA reads the flags once, when JAX initialises its CPU backend, so the device count is an entry
+point's ``--host_devices`` flag, not a config value: ``configure_from_argv()`` runs first thing
+in every entry point. This module imports nothing but the standard library. The flags have no
+effect on GPU/TPU hosts.
 """
 
 import os
 import sys
 
-DEFAULT_HOST_DEVICES = 8
+DEFAULT_HOST_DEVICES = 2
 FLAG = "--host_devices"
 _XLA_FLAG = "--xla_force_host_platform_device_count"
+_YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+# YNNPACK for matrix products only (see the module docstring).
+YNN_FUSIONS = "dot"
 
 
 def configure(n: int = DEFAULT_HOST_DEVICES) -> int:
@@ -27,14 +42,23 @@ def configure(n: int = DEFAULT_HOST_DEVICES) -> int:
   """
   if n < 1:
     raise ValueError(f"--host_devices={n}: must be >= 1")
+  if "jax" in sys.modules:
+    return _count_in(os.environ.get("XLA_FLAGS", "")) or 1
   flags = os.environ.get("XLA_FLAGS", "")
+  if not any(tok.startswith(_YNN_FLAG + "=") for tok in flags.split()):
+    flags = f"{flags} {_YNN_FLAG}={YNN_FUSIONS}"
+  count = _count_in(flags)
+  if count is None:
+    flags, count = f"{flags} {_XLA_FLAG}={n}", n
+  os.environ["XLA_FLAGS"] = flags.strip()
+  return count
+
+
+def _count_in(flags: str) -> int | None:
   for tok in flags.split():
     if tok.startswith(_XLA_FLAG + "="):
       return int(tok.split("=", 1)[1])
-  if "jax" in sys.modules:
-    return 1
-  os.environ["XLA_FLAGS"] = (flags + f" {_XLA_FLAG}={n}").strip()
-  return n
+  return None
 
 
 def from_argv(argv: list[str]) -> int:

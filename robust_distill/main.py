@@ -4,7 +4,7 @@ Without ``--workdir`` the run goes to ``runs/<config file stem>[_<ARG>]`` (``...
 ``--config.steps=N`` smoke run, so that a smoke run never resumes into a real one).
 
 Any config field can be overridden: ``--config.student.optim.epochs=2``. The number of CPU host
-devices (``--host_devices``, measured default 8) is applied first, before JAX is imported; it
+devices (``--host_devices``, measured default 2) is applied first, before JAX is imported; it
 has no effect on GPU/TPU hosts. ``--config.distributed=True`` calls
 ``jax.distributed.initialize`` first (multi-host runs; ``--config.coordinator``,
 ``num_processes`` and ``process_id`` default to what the TPU or SLURM environment says; see

@@ -40,6 +40,34 @@ def test_host_devices_configured_before_jax_import():
   assert out.strip() == "4"
 
 
+def test_configure_keeps_ynnpack_to_matrix_products_unless_xla_flags_choose():
+  # jaxlib's default YNNPACK fusions make the CPU backward pass 2.5x slower (cpu_devices).
+  code = (
+    "import os, sys\n"
+    "from robust_distill import cpu_devices\n"
+    "os.environ['XLA_FLAGS'] = sys.argv[1]\n"
+    "cpu_devices.configure(3)\n"
+    "print(os.environ['XLA_FLAGS'])\n"
+  )
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+
+  def flags(given):
+    return subprocess.run(
+      [sys.executable, "-c", code, given], env=env, capture_output=True, text=True, check=True,
+      cwd=ROOT,
+    ).stdout.split()  # fmt: skip
+
+  assert sorted(flags("")) == [
+    "--xla_cpu_experimental_ynn_fusion_type=dot",
+    "--xla_force_host_platform_device_count=3",
+  ]
+  mine = "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise"
+  assert sorted(flags(f"{mine} --xla_force_host_platform_device_count=5")) == [
+    mine,
+    "--xla_force_host_platform_device_count=5",
+  ]
+
+
 def test_package_import_does_not_import_jax():
   code = "import sys, robust_distill; print('jax' in sys.modules)"
   out = subprocess.run(

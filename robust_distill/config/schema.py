@@ -129,7 +129,8 @@ def base() -> ml_collections.ConfigDict:
   # autoattack: '' (off), 'standard', 'rand' or a comma-separated attack list, run by
   # robust_distill.eval on the first autoattack_n test points (-1: all) after PGD/CW;
   # autoattack_opts: 'KEY=VALUE,...' overrides of the attack settings (tests use fewer steps);
-  # autoattack_batch_size: 0 = 32 x devices; autoattack_check_n: points of the honesty checks.
+  # autoattack_batch_size: 0 = 256 (rounded up to 32 x devices); autoattack_check_n: points of
+  # the honesty checks.
   c.eval = dict(
     batch_size=256,
     n=-1,

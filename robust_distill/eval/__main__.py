@@ -1,7 +1,7 @@
 """AutoAttack evaluation of a trained checkpoint (see ``robust_distill.eval.autoattack``)::
 
     python -m robust_distill.eval --workdir=DIR [--attacks=standard] [--eps=0.1] \
-        [--start=0] [--n=1000] [--host_devices=8]
+        [--start=0] [--n=1000] [--host_devices=2]
 
 Writes ``DIR/eval_autoattack.json`` (or ``--out``) and prints the table. A killed run resumes
 where it stopped when rerun with the same flags.
@@ -30,7 +30,9 @@ flags.DEFINE_float("eps", -1.0, "Radius of the threat model (default: the config
 flags.DEFINE_string("norm", "", "linf or l2 (default: the stage's attack norm).")
 flags.DEFINE_integer("start", 0, "First test point evaluated.")
 flags.DEFINE_integer("n", 0, "Number of test points from --start (0: to the end).")
-flags.DEFINE_integer("batch_size", 0, "Global batch size (default: 32 x devices).")
+flags.DEFINE_integer(
+  "batch_size", 0, "Global batch size (default: 256, rounded up to 32 x devices)."
+)
 flags.DEFINE_integer("seed", 0, "Base seed of the attacks' random keys.")
 flags.DEFINE_integer(
   cpu_devices.FLAG[2:],

@@ -39,6 +39,15 @@ __all__ = ["Runner", "Stopped", "evaluate", "run_protocol"]
 _EXECUTION_OPTS = ("chunk", "driver", "unroll")
 
 
+def default_batch_size(ndev: int) -> int:
+  """256 points per attack batch, rounded up to whole multiples of 32 per device: per image the
+  attacks run about as fast from 128 to 256 points on 2 to 8 host devices
+  (``bench/attack_sweep.py``), and the same 256 whatever the device count up to 8 keeps the
+  batches, hence the random draws, of an evaluation alike across machines."""
+  per = 32 * ndev
+  return per * -(-256 // per)
+
+
 def _settings_key(s: dict) -> str:
   s = {**s, "opts": {k: v for k, v in s["opts"].items() if k not in _EXECUTION_OPTS}}
   return hashlib.sha1(json.dumps(s, sort_keys=True).encode()).hexdigest()[:12]
@@ -117,7 +126,7 @@ def evaluate(
   files.check_writable(state_dir)  # before any compute: the results must have a place
   mesh = parallel.make_mesh(devices)
   ndev = mesh.devices.size
-  batch_size = batch_size or 32 * ndev
+  batch_size = batch_size or default_batch_size(ndev)
   if batch_size % ndev:
     raise ValueError(f"batch size {batch_size} not divisible by {ndev} devices")
   test = workdir_lib.test_split(config, start, n)  # the evaluated points, in memory
