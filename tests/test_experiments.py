@@ -146,6 +146,16 @@ def test_study_statistics():
   }
   c = R.convergence(run)
   assert c["epochs"] == [7, 8, 9, 10] and c["movement_points"] == pytest.approx(0.3)
+  # The criterion on the seeds' mean curve: two seeds that each move 0.6 points in opposite
+  # directions average to a flat curve.
+  up = {"seed": 1, "curves": {"epochs": 10.0, "val": [[e, 0.8, 0.7 + (e > 8) * 0.006]
+                                                     for e in range(1, 11)]}}  # fmt: skip
+  down = {"seed": 2, "curves": {"epochs": 10.0, "val": [[e, 0.8, 0.7 - (e > 8) * 0.006]
+                                                       for e in range(1, 11)]}}  # fmt: skip
+  assert R.convergence(up)["movement_points"] == pytest.approx(0.6)
+  m = R.mean_convergence([up, down])
+  assert m["seeds"] == [1, 2] and m["movement_points"] == pytest.approx(0.0, abs=1e-9)
+  assert R.mean_convergence([up, {**down, "curves": {"epochs": 10.0, "val": []}}]) is None
 
 
 def test_study_commits_results_as_they_land(tmp_path, monkeypatch):

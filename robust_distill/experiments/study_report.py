@@ -17,6 +17,7 @@ from robust_distill.experiments.study_plots import plots
 from robust_distill.experiments.study_stats import (
   bootstrap_diff,
   convergence,
+  mean_convergence,
   curves,
   frontier_at,
   load_entries,
@@ -103,7 +104,9 @@ def analyse(plan, out: str, entries: dict) -> dict:
   if "pgd_at" in entries:
     conv = [convergence(r) for r in entries["pgd_at"]]
     regime["pgd_at_convergence"] = conv
-    regime["pgd_at_converged"] = all(c["movement_points"] < 0.5 for c in conv)
+    mean = mean_convergence(entries["pgd_at"])
+    regime["pgd_at_mean_convergence"] = mean
+    regime["pgd_at_converged"] = mean is not None and mean["movement_points"] < 0.5
   # Frontier of the TRADES students (beta 1, 3, 6) in (clean, AutoAttack).
   frontier = [(by[k]["clean_acc"], by[k]["autoattack_acc"]) for k in ("trades_b1", "trades_b3",
               "trades") if k in by]  # fmt: skip
