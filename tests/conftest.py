@@ -1,4 +1,5 @@
-"""Test setup: 8 virtual CPU devices (set before JAX is imported), quiet logs, one persistent
+"""Test setup: 8 virtual CPU devices and YNNPACK kept to matrix products (as the entry points
+do; both set before JAX is imported), quiet logs, one persistent
 compilation cache per test session, shared helpers."""
 
 import fcntl
@@ -8,7 +9,10 @@ import shutil
 import sys
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault(
+  "XLA_FLAGS",
+  "--xla_force_host_platform_device_count=8 --xla_cpu_experimental_ynn_fusion_type=dot",
+)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Most tests compile the same few programs (the smoke config's step, attacks, AutoAttack); one
 # compilation cache for the session, created empty by the first process (pytest, or xdist's
