@@ -46,7 +46,9 @@ def parse():
   p.add_argument("--n", type=int, default=1000)
   p.add_argument("--eps", type=float, default=0.1)
   cpu_devices.add_argument(p)
-  p.add_argument("--batch_size", type=int, default=0, help="ours (default: 256, rounded up to 32 x devices)")
+  p.add_argument(
+    "--batch_size", type=int, default=0, help="ours (default: 256, rounded up to 32 x devices)"
+  )
   p.add_argument("--torch_batch_size", type=int, default=250, help="original's bs (its default)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--skip_torch", action="store_true")
