@@ -40,7 +40,10 @@ def _run(wd, *extra, kill_at=""):
   if kill_at:
     env[faults.ENV] = kill_at
   return subprocess.run(
-    [sys.executable, "-m", "robust_distill.main", *FLAGS, f"--workdir={wd}", *extra],
+    # 8 host devices, as the in-process reference runs (conftest): bitwise equality needs the
+    # same sharding, and the CLI's own default is 2.
+    [sys.executable, "-m", "robust_distill.main", *FLAGS, "--host_devices=8", f"--workdir={wd}",
+     *extra],
     cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
   )  # fmt: skip
 
