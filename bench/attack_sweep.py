@@ -27,12 +27,10 @@ from robust_distill import cpu_devices
 cpu_devices.configure_from_argv()  # before JAX is imported: XLA reads the flag once
 
 import benchutil
-import numpy as np
 import pgd_step
 import roofline
 
 from robust_distill import parallel, workdir as workdir_lib
-from robust_distill import models
 
 
 def parse():
@@ -66,24 +64,11 @@ def main():
   mesh = parallel.make_mesh()
   ref = None
   if not args.skip_reference:
-    ns = argparse.Namespace(batch=128, steps=10, reps=5)
-    trun, _ = pgd_step.torch_step(ns)
-    trun()
-    ref = roofline.median_time(trun, 5) * 1e3
-    print(f"[sweep] PyTorch reference step {ref:.0f} ms", flush=True)
-  restored = workdir_lib.restore(args.workdir)
-  config, stage = restored.config, restored.stage
-  sm = workdir_lib.load_stage_model(config, stage, args.workdir, mesh)
-  apply = models.make_apply(sm.graphdef, config[stage].temperature)
-  test = workdir_lib.test_split(config, 0, max(args.batches))
+    ref = pgd_step.reference(argparse.Namespace(batch=128, steps=10, reps=5))
+  _, sm, apply, test = roofline.load(args.workdir, mesh, max(args.batches))
   rows = []
   for b in args.batches:
-    batch = {
-      "image": test["image"][:b],
-      "label": test["label"][:b].astype(np.int32),
-      "valid": np.ones(b, bool),
-      "idx": np.arange(b, dtype=np.int32),
-    }
+    batch = roofline.eval_batch(test, b)
     for name in args.attacks:
       short, long = roofline.ITERS[name]
       t = roofline.per_iteration(
@@ -103,7 +88,7 @@ def main():
   if args.json:
     with open(args.json, "w") as f:
       out = dict(
-        command="python bench/" + " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        command=workdir_lib.command_line(),
         commit=benchutil.git_commit(),
         host_devices=mesh.devices.size,
         reference_ms=ref,

@@ -156,6 +156,28 @@ def per_image_flops(apply, params, stats, shape) -> dict:
   return {"forward": fwd / 64, "attack": att / 64, "train": trn / 64}
 
 
+def load(workdir: str, mesh, n: int):
+  """The trained small CNN of ``workdir`` (its restored run, stage model on ``mesh`` and apply
+  function) and its first ``n`` test points; exits with a one-line error for another model."""
+  restored = workdir_lib.restore(workdir)
+  config, stage = restored.config, restored.stage
+  if config[stage].model != "small_cnn":
+    sys.exit(f"error: --workdir={workdir}: the benchmark exports small_cnn models only")
+  sm = workdir_lib.load_stage_model(config, stage, workdir, mesh)
+  apply = models.make_apply(sm.graphdef, config[stage].temperature)
+  return restored, sm, apply, workdir_lib.test_split(config, 0, n)
+
+
+def eval_batch(test: dict, n: int) -> dict:
+  """The first ``n`` test points as one batch of the evaluation's per-batch function."""
+  return {
+    "image": test["image"][:n],
+    "label": test["label"][:n].astype(np.int32),
+    "valid": np.ones(n, bool),
+    "idx": np.arange(n, dtype=np.int32),
+  }
+
+
 def jax_attack_timer(apply, params, stats, batch, mesh, name, iters, eps):
   """A callable running attack ``name`` with ``iters`` iterations (one target) on the batch
   through the evaluation's per-batch function."""
@@ -217,13 +239,8 @@ def main():
   for k, v in pk.items():
     print(f"[roofline] peak, {args.matmul}^2 float32 matmul, {k}: {v:.1f} GFLOP/s", flush=True)
 
-  restored = workdir_lib.restore(args.workdir)
+  restored, sm, apply, test = load(args.workdir, mesh, args.batch)
   config, stage = restored.config, restored.stage
-  if config[stage].model != "small_cnn":
-    sys.exit(f"error: --workdir={args.workdir}: the benchmark exports small_cnn models only")
-  sm = workdir_lib.load_stage_model(config, stage, args.workdir, mesh)
-  apply = models.make_apply(sm.graphdef, config[stage].temperature)
-  test = workdir_lib.test_split(config, 0, args.batch)
   shape = test["image"].shape[1:]
   p1 = jax.device_get(sm.params)
   s1 = jax.device_get(sm.stats)
@@ -234,12 +251,7 @@ def main():
     flush=True,
   )
   bsz = len(test["label"])
-  batch = {
-    "image": test["image"],
-    "label": test["label"].astype(np.int32),
-    "valid": np.ones(bsz, bool),
-    "idx": np.arange(bsz, dtype=np.int32),
-  }
+  batch = eval_batch(test, bsz)
   x = test["image"].astype(np.float32) / 255.0
   tmodel = torch_export.small_cnn_to_torch(restored.module, restored.temperature)
   xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())

@@ -19,6 +19,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+from robust_distill import workdir as workdir_lib  # noqa: E402  (only the child runs JAX)
+
 SETTINGS = {"jaxlib default": None, "dot": "dot", "none": ""}
 
 
@@ -100,8 +103,7 @@ def main():
     )
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"command": "python bench/" + " ".join(
-        [os.path.basename(__file__)] + sys.argv[1:]), "rows": rows}, f, indent=1)  # fmt: skip
+      json.dump({"command": workdir_lib.command_line(), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
