@@ -4,7 +4,8 @@ A strong teacher (the small CNN at width 32, TRADES beta 6, 10-step training att
 distilled into a student with about a quarter of its FLOPs (the small CNN at width 16, hidden
 100); every student gets the same epochs and training-attack steps; every entry is evaluated on
 the full test split (clean, PGD-20, CW-inf 30) and by AutoAttack (standard) on the first 1,000
-test points (the ablation rows on the first 500 of them), with the honesty checks.
+test points (the ablation and logit-manipulation rows on the first 500 of them), with the
+honesty checks.
 
     python -m robust_distill.experiments.study            # the study, resumable entry by entry
     python -m robust_distill.experiments.study --suite=smoke   # two tiny entries (tests)
@@ -59,7 +60,8 @@ STUDENT = dict(width=16, hidden=100)
 TEACHER = dict(width=32, hidden=200)
 
 # name: (method config, seeds, group, label, overrides). Every entry's student trains with the
-# study's budget; 'aa' (AutoAttack points) is 1000 except for ablations (500).
+# study's budget; AutoAttack runs on 1000 points except for the 'ablation' and 'logit' groups
+# (500), which test one paper's claim each.
 ENTRIES = {
   "pgd_at": ("pgd_at", 3, "baseline", "PGD-AT", ""),
   "trades": ("trades", 3, "baseline", "TRADES (beta 6)", "student.loss.trades_kl=6.0"),

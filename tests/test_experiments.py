@@ -101,6 +101,9 @@ def test_study_overrides_and_entry_configs():
   assert ag.teacher.workdir == "T/clean/teacher" and ag.student.init_from == ""
   assert ag.teacher.optim.epochs == 8 and ag.teacher.attack.steps == 0
   assert ag.student.loss.bml_triplet == 0.0 and ag.student.loss.at_adv == 1.0
+  # The logit-manipulation rows test one paper's claim: AutoAttack on the ablations' 500 points.
+  lm = study_plan.entry_config(plan, "lm_shuffle", 1, teachers, "fmnist_study")
+  assert lm.eval.autoattack_n == 500 and lm.eval.n == -1
   # Every student shares the budget: model, epochs, training-attack steps.
   budgets = set()
   for name in plan.entries:

@@ -29,8 +29,8 @@ def markdown(a: dict, meta: dict, name: str) -> str:
     "",
     f"Student: {meta['student']}. Evaluation: clean, PGD-20 and CW-30 on {meta['eval_n']} test "
     f"points; AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square) at L-inf eps {meta['eps']} "
-    f"on the first {meta['autoattack_n']} test points (ablation rows: the first "
-    f"{meta['ablation_autoattack_n']}), with its honesty checks.",
+    f"on the first {meta['autoattack_n']} test points (ablation and logit-manipulation rows: the "
+    f"first {meta['ablation_autoattack_n']}), with its honesty checks.",
     "",
     "## The regime",
     "",

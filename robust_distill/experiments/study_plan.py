@@ -90,9 +90,10 @@ def entry_config(plan, name: str, seed: int, teacher_dirs: dict, suite: str):
 
 
 def eval_block(plan, group: str) -> dict:
-  """The study's evaluation settings (AutoAttack on fewer points for the ablation rows)."""
+  """The study's evaluation settings: AutoAttack on fewer points for the rows that test one
+  paper's claim (the ablations and the logit-manipulation students, item 4 of the plan)."""
   p = plan.eval
-  aa_n = p.ablation_autoattack_n if group == "ablation" else p.autoattack_n
+  aa_n = p.ablation_autoattack_n if group in ("ablation", "logit") else p.autoattack_n
   return dict(
     n=p.n, cw_n=p.cw_n, val_n=p.val_n, autoattack="standard", autoattack_n=aa_n,
     autoattack_check_n=min(p.check_n, aa_n), autoattack_batch_size=0,
