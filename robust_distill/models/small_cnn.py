@@ -3,13 +3,7 @@
 from flax import nnx
 import jax
 
-from robust_distill.models.layers import (
-  as_float32,
-  check_switches,
-  max_pool_2x2,
-  normalize,
-  set_compute_dtype,
-)
+from robust_distill.models.layers import max_pool_2x2, normalize
 
 
 class SmallCNN(nnx.Module):
@@ -33,15 +27,8 @@ class SmallCNN(nnx.Module):
     image_size: int = 28,
     mean=(0.5,),
     std=(0.5,),
-    dtype: str = "float32",
-    remat: str = "none",
     rngs: nnx.Rngs,
   ):
-    check_switches(dtype, remat)
-    if remat != "none":
-      raise ValueError(
-        f"small_cnn has no residual blocks to rematerialise (remat={remat!r}); use 'none'"
-      )
     w = width
     self.mean, self.std = tuple(mean), tuple(std)
     conv = lambda i, o: nnx.Conv(i, o, kernel_size=(3, 3), padding="VALID", rngs=rngs)
@@ -51,7 +38,6 @@ class SmallCNN(nnx.Module):
     self.fc1 = nnx.Linear(2 * w * s * s, hidden, rngs=rngs)
     self.fc2 = nnx.Linear(hidden, hidden, rngs=rngs)
     self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
-    set_compute_dtype(self, dtype)
 
   def __call__(self, x: jax.Array, return_features: bool = False):
     h = normalize(x, self.mean, self.std)
@@ -62,7 +48,7 @@ class SmallCNN(nnx.Module):
     h = b2.reshape(b2.shape[0], -1)
     h = jax.nn.relu(self.fc1(h))
     emb = jax.nn.relu(self.fc2(h))
-    logits = as_float32(self.head(emb))
+    logits = self.head(emb)
     if return_features:
-      return logits, as_float32({"block1": b1, "block2": b2, "last": b2, "embedding": emb})
+      return logits, {"block1": b1, "block2": b2, "last": b2, "embedding": emb}
     return logits
