@@ -58,6 +58,9 @@ def get_config(arg: str = ""):
   )
   for s in (c.teacher, c.student):
     s.val_every_epochs = 5.0
+    # bf16 compute (float32 parameters, optimizer state, logits and losses); remat is off: set
+    # --config.student.model_kwargs.remat=dots (or nothing) when activations do not fit.
+    s.model_kwargs.update(dtype="bfloat16", remat="none")
   c.stages = "teacher,student,eval"
   c.eval.update(
     eps=EPS, batch_size=512, n=-1, val_n=2048, autoattack_n=5000, autoattack_batch_size=512

@@ -7,7 +7,8 @@ the setting:
 * ``''`` or ``cifar10``: the papers' CIFAR-10 setting: eps 8/255, 10-step training attacks of
   2/255, crop + flip (so the teacher runs online), ResNet-18 student, TRADES WRN-34-10 teacher
   (trained by the ``teacher`` stage, reused with ``--config.teacher.workdir``, or imported from
-  PyTorch), piecewise SGD. An accelerator job.
+  PyTorch), piecewise SGD. An accelerator job: both models compute in bfloat16
+  (``ACCELERATOR_MODEL_KWARGS``).
 * ``cifar100``: the same on CIFAR-100; ``tiny_imagenet``: Tiny ImageNet (64x64, 200 classes),
   with a TRADES PreAct-ResNet-18 teacher (DGAD's ``main_tiny.py``).
 * ``fmnist``: the Fashion-MNIST setting that runs on a CPU: eps 0.1, 3 attack steps of 0.05,
@@ -32,6 +33,10 @@ PAPER = {
   "tiny_imagenet": ("tiny_imagenet", "preact_resnet18"),
 }
 SETTINGS = tuple(PAPER) + ("fmnist", "smoke")
+# The models' switches in the papers' (accelerator) settings, written out so that
+# --config.student.model_kwargs.remat=dots (or .dtype=float32) can change them: compute in
+# bfloat16 (parameters, optimizer state, logits and losses stay float32); no rematerialisation.
+ACCELERATOR_MODEL_KWARGS = dict(dtype="bfloat16", remat="none")
 TEACHERS = ("none", "precomputed", "online")
 
 
@@ -112,6 +117,8 @@ def base(arg: str, *, teacher: str, teacher_kind: str = "robust"):
     )  # fmt: skip
     c.eval.eps = CIFAR_EPS
     c.eval.autoattack_n = -1
+    for st in (c.teacher, c.student):  # accelerator jobs: bf16 compute, remat off (a switch)
+      st.model_kwargs.update(ACCELERATOR_MODEL_KWARGS)
   else:
     c.dataset = c.data.mock_like = "fashion_mnist"
     c.student = C.stage(

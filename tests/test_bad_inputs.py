@@ -71,6 +71,8 @@ CONFIG_CASES = [
   ({"student.init_from": "imagenet"}, "init_from"),
   ({"student.model_kwargs": {"width": -8, "hidden": 32}}, "student.model_kwargs"),
   ({"teacher.model_kwargs": {"width": 8, "depth": 3}}, "teacher.model_kwargs"),
+  ({"student.model_kwargs": {"width": 8, "hidden": 32, "dtype": "bf16"}}, "'bf16'"),
+  ({"teacher.model_kwargs": {"width": 8, "hidden": 32, "remat": "dots"}}, "remat='dots'"),
   ({"teacher.source": "psychic"}, "teacher.source"),
   ({"student.attack.objective": "kl_models"}, "online"),
   ({"data.augment": "crop_flip"}, "online"),

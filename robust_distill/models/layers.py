@@ -1,7 +1,22 @@
-"""Layers shared by the models."""
+"""Layers and switches shared by the models: pooling, input normalisation, the computation
+dtype (``dtype``) and block rematerialisation (``remat``)."""
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
+
+# model_kwargs.dtype: the dtype convolutions, dense layers and BatchNorm compute in. Parameters,
+# optimizer state, BatchNorm statistics, logits (hence losses and attack objectives) stay float32.
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+# model_kwargs.remat: jax.checkpoint around each residual block, with a named policy:
+# 'none' (store every activation), 'nothing' (store only each block's input; recompute the
+# rest in the backward pass), 'dots' (also store the convolutions' outputs; recompute
+# BatchNorm and ReLU).
+REMAT_POLICIES = {
+  "none": None,
+  "nothing": jax.checkpoint_policies.nothing_saveable,
+  "dots": jax.checkpoint_policies.dots_saveable,
+}
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -23,3 +38,42 @@ def normalize(x: jax.Array, mean, std) -> jax.Array:
   mean = jnp.asarray(mean, x.dtype)
   std = jnp.asarray(std, x.dtype)
   return (x - mean) / std
+
+
+def check_switches(dtype: str, remat: str = "none") -> None:
+  """Raises ``ValueError`` naming the bad value if ``dtype`` or ``remat`` is unknown."""
+  if dtype not in DTYPES:
+    raise ValueError(f"unknown model dtype {dtype!r}; valid: {sorted(DTYPES)}")
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"unknown model remat policy {remat!r}; valid: {sorted(REMAT_POLICIES)}")
+
+
+def set_compute_dtype(model: nnx.Module, dtype: str) -> None:
+  """Makes every convolution, dense and BatchNorm layer of ``model`` compute in ``dtype``
+  (their inputs and weights are cast on the fly; the stored parameters keep their dtype).
+  'float32' leaves the model exactly as built."""
+  check_switches(dtype)
+  if DTYPES[dtype] is None:
+    return
+  for _, m in nnx.iter_modules(model):
+    if isinstance(m, (nnx.Conv, nnx.Linear, nnx.BatchNorm)):
+      m.dtype = DTYPES[dtype]
+
+
+def as_float32(tree):
+  """Casts the arrays of ``tree`` (logits, feature maps) to float32, for losses and attacks;
+  a no-op for a float32 model."""
+  return jax.tree.map(lambda a: a.astype(jnp.float32), tree)
+
+
+def _call(block, h):
+  return block(h)
+
+
+def run_block(block: nnx.Module, h: jax.Array, remat: str) -> jax.Array:
+  """``block(h)``, under ``jax.checkpoint`` with policy ``remat`` unless it is 'none'. The
+  values and gradients are the same; the backward pass recomputes what the policy does not
+  store. BatchNorm's statistics update as without it."""
+  if remat == "none":
+    return block(h)
+  return nnx.remat(_call, policy=REMAT_POLICIES[remat])(block, h)

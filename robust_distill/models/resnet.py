@@ -5,6 +5,10 @@ no initial max-pool) and the ImageNet ResNet-50 (7x7 stem, max-pool, bottlenecks
 BatchNorm follows PyTorch's defaults (momentum 0.1 there = 0.9 here, eps 1e-5). Inputs are NHWC
 in [0, 1]; per-channel normalisation is inside the model (identity by default, as RobustBench's
 models expect raw [0, 1] inputs).
+
+Every model takes ``dtype`` ('float32' or 'bfloat16': the dtype the layers compute in; logits
+and features come out float32) and ``remat`` ('none', 'nothing' or 'dots': ``jax.checkpoint``
+with that policy around each residual block); see ``models.layers``.
 """
 
 from collections.abc import Sequence
@@ -13,7 +17,13 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from robust_distill.models.layers import normalize
+from robust_distill.models.layers import (
+  as_float32,
+  check_switches,
+  normalize,
+  run_block,
+  set_compute_dtype,
+)
 
 
 def _bn(c, rngs):
@@ -37,9 +47,9 @@ def _classify(head, h, feats, return_features):
   """Global average pooling -> linear head; optionally also the features, ``last`` (the feature
   map that is pooled, AGKD-BML's attention layer) and the pooled ``embedding``."""
   emb = jnp.mean(h, axis=(1, 2))
-  logits = head(emb)
+  logits = as_float32(head(emb))
   if return_features:
-    return logits, {**feats, "last": h, "embedding": emb}
+    return logits, as_float32({**feats, "last": h, "embedding": emb})
   return logits
 
 
@@ -52,12 +62,12 @@ def _projection(cin, cout, stride, rngs):
   )
 
 
-def _run_blocks(blocks, stage_ends, h):
-  """Applies ``blocks`` in order; returns the output and the feature map at the end of each
-  stage (``block1`` ... ``blockN``)."""
+def _run_blocks(blocks, stage_ends, h, remat):
+  """Applies ``blocks`` in order (each under remat policy ``remat``); returns the output and the
+  feature map at the end of each stage (``block1`` ... ``blockN``)."""
   feats = {}
   for i, blk in enumerate(blocks):
-    h = blk(h)
+    h = run_block(blk, h, remat)
     if i in stage_ends:
       feats[f"block{stage_ends.index(i) + 1}"] = h
   return h, feats
@@ -90,9 +100,12 @@ class ResNet18(nnx.Module):
     width: int = 64,
     mean=(0.0, 0.0, 0.0),
     std=(1.0, 1.0, 1.0),
+    dtype: str = "float32",
+    remat: str = "none",
     rngs: nnx.Rngs,
   ):
-    self.mean, self.std = tuple(mean), tuple(std)
+    check_switches(dtype, remat)
+    self.mean, self.std, self.remat = tuple(mean), tuple(std), remat
     self.conv1, self.bn1 = _conv(in_channels, width, 3, 1, rngs), _bn(width, rngs)
     blocks, cin = [], width
     for i, n in enumerate(stages):
@@ -103,10 +116,11 @@ class ResNet18(nnx.Module):
     self.blocks = nnx.List(blocks)
     self.stage_ends = tuple(sum(stages[: i + 1]) - 1 for i in range(len(stages)))
     self.head = nnx.Linear(cin, num_classes, rngs=rngs)
+    set_compute_dtype(self, dtype)
 
   def __call__(self, x, return_features: bool = False):
     h = jax.nn.relu(self.bn1(self.conv1(normalize(x, self.mean, self.std))))
-    h, feats = _run_blocks(self.blocks, self.stage_ends, h)
+    h, feats = _run_blocks(self.blocks, self.stage_ends, h, self.remat)
     return _classify(self.head, h, feats, return_features)
 
 
@@ -139,9 +153,12 @@ class PreActResNet18(nnx.Module):
     width: int = 64,
     mean=(0.0, 0.0, 0.0),
     std=(1.0, 1.0, 1.0),
+    dtype: str = "float32",
+    remat: str = "none",
     rngs: nnx.Rngs,
   ):
-    self.mean, self.std = tuple(mean), tuple(std)
+    check_switches(dtype, remat)
+    self.mean, self.std, self.remat = tuple(mean), tuple(std), remat
     self.conv1 = _conv(in_channels, width, 3, 1, rngs)
     blocks, cin = [], width
     for i, n in enumerate(stages):
@@ -152,10 +169,11 @@ class PreActResNet18(nnx.Module):
     self.stage_ends = tuple(sum(stages[: i + 1]) - 1 for i in range(len(stages)))
     self.bn = _bn(cin, rngs)
     self.head = nnx.Linear(cin, num_classes, rngs=rngs)
+    set_compute_dtype(self, dtype)
 
   def __call__(self, x, return_features: bool = False):
     h = self.conv1(normalize(x, self.mean, self.std))
-    h, feats = _run_blocks(self.blocks, self.stage_ends, h)
+    h, feats = _run_blocks(self.blocks, self.stage_ends, h, self.remat)
     return _classify(self.head, jax.nn.relu(self.bn(h)), feats, return_features)
 
 
@@ -190,9 +208,12 @@ class ResNet50(nnx.Module):
     width: int = 64,
     mean=(0.485, 0.456, 0.406),
     std=(0.229, 0.224, 0.225),
+    dtype: str = "float32",
+    remat: str = "none",
     rngs: nnx.Rngs,
   ):
-    self.mean, self.std = tuple(mean), tuple(std)
+    check_switches(dtype, remat)
+    self.mean, self.std, self.remat = tuple(mean), tuple(std), remat
     self.conv1, self.bn1 = _conv(in_channels, width, 7, 2, rngs), _bn(width, rngs)
     blocks, cin = [], width
     for i, n in enumerate(stages):
@@ -202,11 +223,12 @@ class ResNet50(nnx.Module):
     self.blocks = nnx.List(blocks)
     self.stage_ends = tuple(sum(stages[: i + 1]) - 1 for i in range(len(stages)))
     self.head = nnx.Linear(cin, num_classes, rngs=rngs)
+    set_compute_dtype(self, dtype)
 
   def __call__(self, x, return_features: bool = False):
     h = jax.nn.relu(self.bn1(self.conv1(normalize(x, self.mean, self.std))))
     h = nnx.max_pool(h, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    h, feats = _run_blocks(self.blocks, self.stage_ends, h)
+    h, feats = _run_blocks(self.blocks, self.stage_ends, h, self.remat)
     return _classify(self.head, h, feats, return_features)
 
 
@@ -237,13 +259,16 @@ class WideResNet(nnx.Module):
     widen: int = 10,
     mean=(0.0, 0.0, 0.0),
     std=(1.0, 1.0, 1.0),
+    dtype: str = "float32",
+    remat: str = "none",
     rngs: nnx.Rngs,
   ):
+    check_switches(dtype, remat)
     if (depth - 4) % 6:
       raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
     n = (depth - 4) // 6
     widths = (16, 16 * widen, 32 * widen, 64 * widen)
-    self.mean, self.std = tuple(mean), tuple(std)
+    self.mean, self.std, self.remat = tuple(mean), tuple(std), remat
     self.conv1 = _conv(in_channels, widths[0], 3, 1, rngs)
     groups = []
     cin = widths[0]
@@ -258,13 +283,14 @@ class WideResNet(nnx.Module):
     self.groups = nnx.List(groups)
     self.bn = _bn(cin, rngs)
     self.head = nnx.Linear(cin, num_classes, rngs=rngs)
+    set_compute_dtype(self, dtype)
 
   def __call__(self, x, return_features: bool = False):
     h = self.conv1(normalize(x, self.mean, self.std))
     feats = {}
     for g, blocks in enumerate(self.groups):
       for blk in blocks:
-        h = blk(h)
+        h = run_block(blk, h, self.remat)
       feats[f"block{g + 1}"] = h
     h = jax.nn.relu(self.bn(h))
     feats["block3"] = h  # AGKD-BML's feature: relu(bn(last group)).

@@ -3,7 +3,13 @@
 from flax import nnx
 import jax
 
-from robust_distill.models.layers import max_pool_2x2, normalize
+from robust_distill.models.layers import (
+  as_float32,
+  check_switches,
+  max_pool_2x2,
+  normalize,
+  set_compute_dtype,
+)
 
 
 class SmallCNN(nnx.Module):
@@ -27,8 +33,15 @@ class SmallCNN(nnx.Module):
     image_size: int = 28,
     mean=(0.5,),
     std=(0.5,),
+    dtype: str = "float32",
+    remat: str = "none",
     rngs: nnx.Rngs,
   ):
+    check_switches(dtype, remat)
+    if remat != "none":
+      raise ValueError(
+        f"small_cnn has no residual blocks to rematerialise (remat={remat!r}); use 'none'"
+      )
     w = width
     self.mean, self.std = tuple(mean), tuple(std)
     conv = lambda i, o: nnx.Conv(i, o, kernel_size=(3, 3), padding="VALID", rngs=rngs)
@@ -38,6 +51,7 @@ class SmallCNN(nnx.Module):
     self.fc1 = nnx.Linear(2 * w * s * s, hidden, rngs=rngs)
     self.fc2 = nnx.Linear(hidden, hidden, rngs=rngs)
     self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
+    set_compute_dtype(self, dtype)
 
   def __call__(self, x: jax.Array, return_features: bool = False):
     h = normalize(x, self.mean, self.std)
@@ -48,7 +62,7 @@ class SmallCNN(nnx.Module):
     h = b2.reshape(b2.shape[0], -1)
     h = jax.nn.relu(self.fc1(h))
     emb = jax.nn.relu(self.fc2(h))
-    logits = self.head(emb)
+    logits = as_float32(self.head(emb))
     if return_features:
-      return logits, {"block1": b1, "block2": b2, "last": b2, "embedding": emb}
+      return logits, as_float32({"block1": b1, "block2": b2, "last": b2, "embedding": emb})
     return logits

@@ -1,0 +1,110 @@
+"""Memory of the compiled training step with and without bf16 compute and rematerialisation.
+
+    python bench/memory.py [--batch=128] [--json=results/bench_memory.json]
+
+XLA compiles (and does not run) the LTD student step of the largest CIFAR pairing in the papers'
+settings: a ResNet-18 student distilled from a WideResNet-34-20 teacher that runs online
+(``configs/ltd_trades.py:cifar10`` with those two models), batch 128 of 32x32x3 images, a
+10-step training attack (rolled, as on accelerators), for each model ``dtype`` (float32,
+bfloat16) and ``remat`` policy (none, dots, nothing). It prints what
+``compiled.memory_analysis()`` reports: the temporary buffers (activations kept for the backward
+pass, attack and optimizer temporaries) and the arguments (parameters, optimizer state, batch,
+teacher).
+
+The programs are compiled for this machine's CPU backend, so the byte counts are XLA:CPU's buffer
+assignment. A TPU or GPU backend schedules and fuses differently; read the ratios between
+variants more than the absolute figures.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import benchutil
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+from robust_distill import config as C, models
+from robust_distill.train import optim, step as step_lib
+
+GIB = 2.0**30
+
+
+def compile_step(batch: int, dtype: str, remat: str, student: str, teacher: str):
+  """Compiles the LTD step; returns (memory stats, seconds to compile)."""
+  c = C.load(os.path.join(ROOT, "configs", "ltd_trades.py:cifar10"))
+  s = c.student
+  s.model, s.attack.unroll = student, 1
+  kw = dict(num_classes=10, dtype=dtype)
+  remat_kw = {} if student == "small_cnn" else dict(remat=remat)
+  tx = optim.make_optimizer(s.optim, 390)
+  graphdef, state = step_lib.init_state(models.build(s.model, **kw, **remat_kw), tx)
+  abstract = nnx.eval_shape(lambda: models.build(teacher, **kw, remat=remat))
+  tg, tp, ts = nnx.split(abstract, nnx.Param, nnx.BatchStat)
+  fn = jax.jit(step_lib.make_train_step(s, graphdef, tx, teacher_graphdef=tg), donate_argnums=0)
+  spec = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt)
+  batch_spec = {"image": spec((batch, 32, 32, 3), jnp.uint8), "label": spec((batch,), jnp.int32)}
+  state_spec = jax.tree.map(lambda a: spec(a.shape, a.dtype), state)
+  t0 = time.perf_counter()
+  compiled = fn.lower(state_spec, batch_spec, jax.random.key(0), (tp, ts)).compile()
+  return compiled.memory_analysis(), time.perf_counter() - t0
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--batch", type=int, default=128)
+  p.add_argument("--student", default="resnet18")
+  p.add_argument("--teacher", default="wrn34_20")
+  p.add_argument("--json", default="")
+  a = p.parse_args(argv)
+  rows = []
+  print(f"LTD step, {a.student} <- {a.teacher} (online), batch {a.batch}, 10-step attack; XLA:CPU")
+  for dtype in ("float32", "bfloat16"):
+    for remat in ("none", "dots", "nothing"):
+      m, secs = compile_step(a.batch, dtype, remat, a.student, a.teacher)
+      row = {
+        "dtype": dtype,
+        "remat": remat,
+        "temp_bytes": int(m.temp_size_in_bytes),
+        "argument_bytes": int(m.argument_size_in_bytes),
+        "output_bytes": int(m.output_size_in_bytes),
+        "alias_bytes": int(m.alias_size_in_bytes),
+        "compile_seconds": round(secs, 1),
+      }
+      rows.append(row)
+      print(
+        f"  {dtype:9s} remat={remat:8s} temporaries {row['temp_bytes'] / GIB:6.2f} GiB, "
+        f"arguments {row['argument_bytes'] / GIB:5.2f} GiB (compiled in {secs:.0f} s)",
+        flush=True,
+      )
+  base = rows[0]["temp_bytes"]
+  lines = ["| dtype | remat | temporaries (GiB) | vs float32, no remat | arguments (GiB) |"]
+  lines.append("|---|---|---|---|---|")
+  for r in rows:
+    lines.append(
+      f"| {r['dtype']} | {r['remat']} | {r['temp_bytes'] / GIB:.2f} | "
+      f"{r['temp_bytes'] / base:.2f} | {r['argument_bytes'] / GIB:.2f} |"
+    )
+  table = "\n".join(lines)
+  print("\n" + table)
+  if a.json:
+    meta = {
+      "command": "python bench/memory.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+      "date": time.strftime("%Y-%m-%d"),
+      "commit": benchutil.git_commit(),
+      "backend": jax.default_backend(),
+      "step": f"LTD (ltd_trades.py:cifar10), {a.student} <- {a.teacher} online, batch {a.batch}",
+      "note": "compiled, not run: XLA's buffer assignment for this backend",
+    }
+    with open(a.json, "w") as f:
+      json.dump({"meta": meta, "rows": rows, "markdown": table}, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
