@@ -17,6 +17,11 @@ forward early and keep its result, as if there were no remat. So the benchmark a
 each variant, what remat and bf16 act on whatever the backend: the residuals that one train-mode
 forward of the student saves for its backward pass (``jax``'s ``saved_residuals``, parameters
 excluded), at the same batch. The LTD update runs two such forwards (clean and adversarial).
+
+A second table gives the bytes of model state one device holds on a ``(data, fsdp)`` mesh
+(``--config.fsdp``) for fsdp = 1, 2, 4, 8: the student's parameters, SGD momentum and BatchNorm
+statistics, and the online teacher's parameters and statistics, placed by
+``parallel.state_sharding``. These are exact (shapes and the placement rule), not measured.
 """
 
 import argparse
@@ -34,7 +39,7 @@ import jax
 from jax._src import ad_checkpoint
 import jax.numpy as jnp
 
-from robust_distill import config as C, models
+from robust_distill import config as C, models, parallel
 from robust_distill.train import optim, step as step_lib
 
 GIB = 2.0**30
@@ -71,6 +76,29 @@ def residual_bytes(batch: int, dtype: str, remat: str, student: str) -> int:
   loss = lambda p: jnp.sum(apply(p, stats, x, train=True)[0])
   res = ad_checkpoint.saved_residuals(loss, params)
   return sum(a.size * a.dtype.itemsize for a, why in res if not why.startswith("from the argument"))
+
+
+FSDP_SIZES = (1, 2, 4, 8)
+
+
+def state_bytes(student: str, teacher: str, classes: int) -> list[dict]:
+  """Per-device bytes of the student's training state and the teacher's variables, per fsdp."""
+  s = C.load(os.path.join(ROOT, "configs", "ltd_trades.py:cifar10")).student
+  tx = optim.make_optimizer(s.optim, 390)
+
+  def student_state():
+    return step_lib.init_state(models.build(student, num_classes=classes), tx)[1]
+
+  st = jax.eval_shape(student_state)
+  tvars = nnx.split(nnx.eval_shape(lambda: models.build(teacher, num_classes=classes)))[1]
+  return [
+    {
+      "fsdp": f,
+      "student_state_bytes": parallel.bytes_per_device(st, f),
+      "teacher_bytes": parallel.bytes_per_device(tvars, f),
+    }
+    for f in FSDP_SIZES
+  ]
 
 
 def main(argv=None):
@@ -117,6 +145,21 @@ def main(argv=None):
     )
   table = "\n".join(lines)
   print("\n" + table)
+  state_rows = []
+  for student, teacher, classes in ((a.student, a.teacher, 10), ("resnet50", "resnet50", 1000)):
+    for r in state_bytes(student, teacher, classes):
+      state_rows.append({"student": student, "teacher": teacher, **r})
+  fsdp_lines = [
+    "| student <- teacher | fsdp | student state per device (GiB) | teacher per device (GiB) |",
+    "|---|---|---|---|",
+  ]
+  for r in state_rows:
+    fsdp_lines.append(
+      f"| {r['student']} <- {r['teacher']} | {r['fsdp']} | "
+      f"{r['student_state_bytes'] / GIB:.3f} | {r['teacher_bytes'] / GIB:.3f} |"
+    )
+  fsdp_table = "\n".join(fsdp_lines)
+  print("\n" + fsdp_table)
   if a.json:
     meta = {
       "command": "python bench/memory.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -127,7 +170,17 @@ def main(argv=None):
       "note": "compiled, not run: XLA's buffer assignment for this backend",
     }
     with open(a.json, "w") as f:
-      json.dump({"meta": meta, "rows": rows, "markdown": table}, f, indent=1)
+      json.dump(
+        {
+          "meta": meta,
+          "rows": rows,
+          "markdown": table,
+          "fsdp_rows": state_rows,
+          "fsdp_markdown": fsdp_table,
+        },
+        f,
+        indent=1,
+      )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
-"""Device mesh and shardings: ``jax.jit`` + ``NamedSharding`` on a 1-D ``data`` mesh.
+"""Device mesh and shardings: ``jax.jit`` + ``NamedSharding`` on a ``data`` or ``(data, fsdp)``
+mesh.
 
-The batch is sharded over ``data``; parameters and optimizer state are replicated. The same code
-runs on 1..N devices of one host and on several hosts (each host feeds its local slice of the
-global batch through ``jax.make_array_from_process_local_data``).
+With ``fsdp`` = 1 (the default) the mesh is 1-D: the batch is sharded over ``data`` and the
+parameters and optimizer state are replicated. With ``fsdp`` = F > 1 it is 2-D, ``(N / F, F)``:
+the batch is sharded over both axes, and every large parameter (and its optimizer state) is
+split over ``fsdp`` along its largest dimension that F divides (``state_sharding``); XLA gathers
+each one where it is used. The same code runs on 1..N devices of one host and on several hosts
+(each host feeds its local slice of the global batch through
+``jax.make_array_from_process_local_data``).
 """
 
 import jax
@@ -27,18 +32,30 @@ def initialize_distributed(
   jax.distributed.initialize(**kw)
 
 
-def make_mesh(num_devices: int = -1, devices=None) -> Mesh:
-  """A 1-D mesh with axis ``data`` over ``num_devices`` devices (-1: all).
+# Parameters smaller than this (biases, norm scales, small kernels) stay replicated under fsdp:
+# gathering them would cost more than it saves.
+FSDP_MIN_SIZE = 2**14
 
-  Uses ``AxisType.Auto`` so that replicated parameters and a sharded batch mix without explicit
-  sharding annotations inside the model.
+
+def make_mesh(num_devices: int = -1, devices=None, *, fsdp: int = 1) -> Mesh:
+  """A mesh over ``num_devices`` devices (-1: all): 1-D ``("data",)`` when ``fsdp`` is 1, else
+  2-D ``("data", "fsdp")`` of shape ``(num_devices / fsdp, fsdp)``; devices keep their order,
+  so one host's devices stay together along ``data``.
+
+  Uses ``AxisType.Auto`` so that replicated or fsdp-sharded parameters and a sharded batch mix
+  without explicit sharding annotations inside the model.
   """
   devices = list(devices if devices is not None else jax.devices())
   if num_devices > 0:
     if num_devices > len(devices):
       raise ValueError(f"asked for {num_devices} devices, only {len(devices)} available")
     devices = devices[:num_devices]
-  return Mesh(np.array(devices), ("data",), axis_types=(AxisType.Auto,))
+  if fsdp < 1 or len(devices) % fsdp:
+    raise ValueError(f"fsdp={fsdp} must be >= 1 and divide the {len(devices)} devices of the mesh")
+  if fsdp == 1:
+    return Mesh(np.array(devices), ("data",), axis_types=(AxisType.Auto,))
+  grid = np.array(devices).reshape(len(devices) // fsdp, fsdp)
+  return Mesh(grid, ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -46,12 +63,49 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P("data"))
+  """The batch's leading dimension over every axis of ``mesh``."""
+  axes = mesh.axis_names
+  return NamedSharding(mesh, P(axes[0] if len(axes) == 1 else tuple(axes)))
+
+
+def fsdp_spec(shape, fsdp: int, min_size: int = FSDP_MIN_SIZE) -> P:
+  """Where an array of ``shape`` goes on a mesh with an ``fsdp`` axis of size ``fsdp``: split
+  along its largest dimension that ``fsdp`` divides (the first of equals), or replicated if it
+  has fewer than ``min_size`` elements or no such dimension."""
+  if fsdp <= 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  fits = [(d, -i) for i, d in enumerate(shape) if d % fsdp == 0]
+  if not fits:
+    return P()
+  axis = -max(fits)[1]
+  return P(*([None] * axis + ["fsdp"]))
+
+
+def state_sharding(tree, mesh: Mesh):
+  """A pytree of shardings for ``tree`` (parameters, optimizer state, BatchNorm statistics):
+  replicated on a 1-D mesh; on a ``(data, fsdp)`` mesh, each array as ``fsdp_spec`` says."""
+  size = dict(mesh.shape).get("fsdp", 1)
+  return jax.tree.map(lambda a: NamedSharding(mesh, fsdp_spec(np.shape(a), size)), tree)
+
+
+def bytes_per_device(tree, fsdp: int) -> int:
+  """Bytes of ``tree`` (arrays or ShapeDtypeStructs) that one device holds when placed by
+  ``state_sharding`` on a mesh whose ``fsdp`` axis has size ``fsdp``."""
+  total = 0
+  for a in jax.tree.leaves(tree):
+    n = int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
+    total += n // fsdp if fsdp_spec(a.shape, fsdp) != P() else n
+  return total
 
 
 def replicate(tree, mesh: Mesh):
   """Puts a pytree on every device of ``mesh``."""
   return jax.device_put(tree, replicated(mesh), may_alias=False)
+
+
+def place_state(tree, mesh: Mesh):
+  """Puts parameters / optimizer state on ``mesh`` as ``state_sharding`` says."""
+  return jax.device_put(tree, state_sharding(tree, mesh), may_alias=False)
 
 
 def local_batch_size(global_batch: int, mesh: Mesh) -> int:

@@ -77,8 +77,9 @@ def build_model(stage_cfg, num_classes: int, image_shape, seed: int):
 def load_stage_model(config, name: str, workdir: str, mesh, *, which: str = "best", log=print
                      ) -> StageModel:  # fmt: skip
   """The newest ``which`` ('best' or 'latest') checkpoint of a trained stage that verifies,
-  replicated on ``mesh``; an unusable one is named in a warning and the next newest (of that
-  kind, then of the other) is used. Nothing on disk is changed."""
+  placed on ``mesh`` by ``parallel.state_sharding`` (replicated unless the mesh has an fsdp
+  axis); an unusable one is named in a warning and the next newest (of that kind, then of the
+  other) is used. Nothing on disk is changed."""
   sdir = (
     config.teacher.workdir
     if name == "teacher" and config.teacher.workdir
@@ -88,7 +89,7 @@ def load_stage_model(config, name: str, workdir: str, mesh, *, which: str = "bes
   shape, num_classes = pipeline.geometry(config.dataset, config.data.mock_like)
   model = build_model(stage_cfg, num_classes, shape, config.seed)
   graphdef, state = step_lib.init_state(model, optim.make_optimizer(stage_cfg.optim, 1))
-  abstract = ckpt_lib.abstract(state, parallel.replicated(mesh))
+  abstract = ckpt_lib.abstract(state, parallel.state_sharding(state, mesh))
   if not any(os.path.isdir(os.path.join(sdir, d)) for d in ("ckpt", "ckpt_best")):
     raise FileNotFoundError(f"no checkpoint of stage {name!r} in {sdir}; train it first")
   ck = ckpt_lib.Checkpointer(sdir)

@@ -9,9 +9,9 @@ A run config has:
     ``source`` ('precomputed' | 'online') and ``flip_aware``;
   * ``eval``: the final evaluation (clean, PGD-k CE, CW-inf) over the test split;
   * ``stages``: comma-separated subset of 'teacher,precompute,student,eval', run in that order;
-  * ``num_devices``, ``distributed`` (+ ``coordinator``, ``num_processes``, ``process_id``):
-    the mesh and multi-host set-up (see ``parallel``; the number of CPU host devices is an
-    entry point's ``--host_devices`` flag, not part of the config);
+  * ``num_devices``, ``fsdp``, ``distributed`` (+ ``coordinator``, ``num_processes``,
+    ``process_id``): the mesh and multi-host set-up (see ``parallel``; the number of CPU host
+    devices is an entry point's ``--host_devices`` flag, not part of the config);
   * ``steps``: 0 for the configured schedule; N > 0 for a smoke run (``smoke_limits``);
   * ``checkpoint``, ``log_every``, ``seed``.
 """
@@ -107,6 +107,9 @@ def base() -> ml_collections.ConfigDict:
   c.seed = 0
   c.stages = "teacher,precompute,student,eval"
   c.num_devices = -1
+  # fsdp: size of the mesh's 'fsdp' axis (1: a 1-D 'data' mesh, parameters replicated; F > 1:
+  # a (devices / F, F) mesh, large parameters and their optimizer state split F ways).
+  c.fsdp = 1
   c.distributed = False
   c.coordinator = ""  # host:port of process 0; '' = from the environment (TPU, SLURM)
   c.num_processes = 0  # 0 = from the environment

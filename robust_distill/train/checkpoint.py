@@ -252,5 +252,10 @@ def _replace(template, pure):
 
 
 def abstract(tree, sharding):
-  """ShapeDtypeStructs of ``tree`` placed with ``sharding`` (the restore target)."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+  """ShapeDtypeStructs of ``tree`` placed with ``sharding`` (the restore target): one sharding
+  for every array, or a pytree of them shaped like ``tree`` (``parallel.state_sharding``)."""
+  if isinstance(sharding, jax.sharding.Sharding):
+    sharding = jax.tree.map(lambda _: sharding, tree)
+  return jax.tree.map(
+    lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), tree, sharding
+  )

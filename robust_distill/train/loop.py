@@ -78,9 +78,10 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
   tx = optim.make_optimizer(stage_cfg.optim, steps_per_epoch)
   graphdef, state = step_lib.init_state(model, tx)
   repl = parallel.replicated(mesh)
+  state_sh = parallel.state_sharding(state, mesh)  # replicated unless the mesh has fsdp
 
   ck = ckpt_lib.Checkpointer(sdir, keep=config.checkpoint.keep)
-  restored, meta = ck.restore_latest(ckpt_lib.abstract(state, repl), log=log)
+  restored, meta = ck.restore_latest(ckpt_lib.abstract(state, state_sh), log=log)
   if restored is not None:
     state = restored
     log(f"[{name}] resumed from step {int(state['step'])} ({sdir})")
@@ -88,7 +89,7 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
     if stage_cfg.get("init_from", ""):
       state = step_lib.init_from(state, stage_cfg.init_from, teacher, tx)
       log(f"[{name}] initialised from the {stage_cfg.init_from}'s parameters")
-    state = parallel.replicate(state, mesh)
+    state = parallel.place_state(state, mesh)
     meta = {"data_iter": None, "best_val": -1.0}
   start = int(jax.device_get(state["step"]))
 
@@ -119,7 +120,7 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
       steps_per_epoch=steps_per_epoch,
     ),
     donate_argnums=(0,),
-    out_shardings=(repl, repl),
+    out_shardings=(state_sh, repl),
   )
   teacher_vars = (teacher["params"], teacher["stats"]) if online else None
   apply = make_apply(graphdef, stage_cfg.temperature)
@@ -244,7 +245,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the configured stages in order; returns the evaluation results (if evaluated)."""
   names = C.stage_names(config)
   C.validate(config)
-  mesh = parallel.make_mesh(config.num_devices)
+  mesh = parallel.make_mesh(config.num_devices, fsdp=config.get("fsdp", 1))
   if config.steps > 0:
     config = C.smoke_limits(config, mesh.devices.size)
     log(
