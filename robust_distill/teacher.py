@@ -7,8 +7,10 @@ gathered on one host, so it scales to ImageNet (1.28M x 1000 logits, in chunks o
 batch). Chunks already on disk are skipped, so a killed precompute resumes; each host marks its
 end with ``done_p<host>.json`` and host 0 writes ``done.json`` once all have. With
 ``flip_aware`` the logits of the mirrored image are stored too (``[N, 2, C]``), so that flip
-augmentation stays exact. ``load`` joins the chunks of all hosts into ``(logits, ids)``; the
-input pipeline looks rows up by id, whatever their order.
+augmentation stays exact. The first ``load`` checks every chunk and streams them, one at a
+time, into one file (``rows.npy``, with ``rows_ids.npy``); it returns ``(rows, ids)``, where
+``rows`` (``data.logit_rows.LogitRows``) reads only the rows a batch asks for. The input pipeline
+looks rows up by id, whatever their order, and no host ever holds all the logits.
 
 Precomputed logits are only valid when the teacher's view of an example is deterministic: the
 config check refuses random crops with a precomputed teacher (use ``teacher.source='online'``).
@@ -27,8 +29,12 @@ import numpy as np
 
 from robust_distill import faults, files, parallel, workdir as workdir_lib
 from robust_distill.data import pipeline
+from robust_distill.data.logit_rows import LogitRows, write_rows
 from robust_distill.metrics import fmt_time
 from robust_distill.models import make_apply
+
+
+ROWS, ROW_IDS = "rows.npy", "rows_ids.npy"  # the chunks joined, written by the first load
 
 
 def _chunk(out_dir: str, i: int, host: int) -> str:
@@ -53,6 +59,10 @@ def precompute(
     log(f"[precompute] already done: {out_dir}")
     return
   os.makedirs(out_dir, exist_ok=True)
+  if jax.process_index() == 0:  # the joined rows of an earlier, unfinished precompute are stale
+    for name in (ROWS, ROW_IDS):
+      if os.path.exists(os.path.join(out_dir, name)):
+        os.remove(os.path.join(out_dir, name))
   if batch_size % mesh.devices.size:
     raise ValueError(f"precompute batch {batch_size} not divisible by {mesh.devices.size} devices")
   sharded = parallel.batch_sharding(mesh)
@@ -113,11 +123,13 @@ def _read_chunk(path: str, classes: int | None):
 
 def load(
   out_dir: str, *, num_classes: int | None = None, log=print
-) -> tuple[np.ndarray, np.ndarray]:
-  """Returns ``(logits, ids)`` from a finished precompute (the chunks of every host).
+) -> tuple[LogitRows, np.ndarray]:
+  """Returns ``(rows, ids)`` of a finished precompute: ``rows[i]`` reads the logits of example
+  ``ids[i]`` from disk (``LogitRows``); ``np.asarray(rows)`` reads them all.
 
-  A chunk that cannot be read, holds the wrong number of classes or non-finite values is moved
-  to ``out_dir/corrupt/`` (kept) with a one-line warning naming it, ``done.json`` is removed and
+  The first call checks every chunk (of every host) and streams them into ``rows.npy``. A chunk
+  that cannot be read, holds the wrong number of classes or non-finite values is moved to
+  ``out_dir/corrupt/`` (kept) with a one-line warning naming it, ``done.json`` is removed and
   ``PrecomputeIncomplete`` is raised: the pipeline then recomputes the missing chunks."""
   done = os.path.join(out_dir, "done.json")
   if not os.path.exists(done):
@@ -130,22 +142,55 @@ def load(
       n = int(json.load(f)["n"])
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise PrecomputeIncomplete(_set_aside(out_dir, [], f"{done} is unreadable ({e})", log)) from e
-  parts, bad = [], []
-  for path in sorted(glob.glob(os.path.join(out_dir, "chunk_*.npz"))):
+  rows_path, ids_path = os.path.join(out_dir, ROWS), os.path.join(out_dir, ROW_IDS)
+  if not (os.path.exists(rows_path) and os.path.exists(ids_path)):
+    _join_chunks(out_dir, n, num_classes, log)
+  rows, ids = LogitRows(rows_path), np.load(ids_path)
+  if len(rows) != n or len(ids) != n:
+    raise ValueError(f"{rows_path} holds {len(rows)} rows for {n} examples; delete the folder")
+  if num_classes is not None and rows.shape[-1] != num_classes:
+    raise ValueError(f"{rows_path}: {rows.shape[-1]} classes, expected {num_classes}")
+  return rows, ids
+
+
+def _join_chunks(out_dir: str, n: int, num_classes: int | None, log) -> None:
+  """Checks every chunk and (host 0) streams them into ``rows.npy`` + ``rows_ids.npy``."""
+  bad, ids = [], []
+
+  def good_chunks():
+    for path in sorted(glob.glob(os.path.join(out_dir, "chunk_*.npz"))):
+      try:
+        logits, i = _read_chunk(path, num_classes)
+      except Exception as e:  # zipfile, numpy and our own checks raise many types
+        bad.append((path, f"{type(e).__name__}: {e}"))
+        continue
+      ids.append(i)
+      yield logits
+
+  unchecked = os.path.join(out_dir, "rows_unchecked.npy")
+  if jax.process_index() == 0:
     try:
-      parts.append(_read_chunk(path, num_classes))
-    except Exception as e:  # zipfile, numpy and our own checks raise many types
-      bad.append((path, f"{type(e).__name__}: {e}"))
+      write_rows(unchecked, good_chunks(), n=n)
+    except ValueError:  # rows missing (bad or lost chunks): reported below
+      pass
+  else:
+    for _ in good_chunks():
+      pass
   if bad:
     why = "; ".join(f"{os.path.basename(p)} ({r})" for p, r in bad)
     raise PrecomputeIncomplete(_set_aside(out_dir, [p for p, _ in bad], why, log))
-  ids = np.concatenate([i for _, i in parts]) if parts else np.zeros(0, np.int64)
+  ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
   if len(ids) != n or len(np.unique(ids)) != n:
     why = f"the chunks hold {len(ids)} rows ({len(np.unique(ids))} distinct ids) for {n} examples"
     if len(np.unique(ids)) < n:  # chunks are missing: recompute them
       raise PrecomputeIncomplete(_set_aside(out_dir, [], why, log))
     raise ValueError(f"{out_dir}: {why}; delete the folder and precompute again")
-  return np.concatenate([lg for lg, _ in parts]), ids
+  if jax.process_index() == 0:
+    tmp = os.path.join(out_dir, "rows_ids.tmp.npy")
+    np.save(tmp, ids)
+    os.replace(tmp, os.path.join(out_dir, ROW_IDS))
+    os.replace(unchecked, os.path.join(out_dir, ROWS))
+  multihost_utils.sync_global_devices("robust_distill logits joined")
 
 
 def _set_aside(out_dir: str, paths, why: str, log) -> str:
@@ -178,7 +223,8 @@ def run_stage(config, workdir: str, data: dict, mesh, logits_dir: str, *, log=pr
 
 
 def load_or_recompute(config, workdir: str, data: dict, mesh, logits_dir: str, *, log=print):
-  """The precomputed logits; chunks lost since the precompute are recomputed first."""
+  """The precomputed ``(rows, ids)`` (``load``); chunks lost since the precompute are
+  recomputed first."""
   try:
     logits, ids = load(logits_dir, num_classes=data["num_classes"], log=log)
   except PrecomputeIncomplete:

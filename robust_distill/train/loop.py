@@ -285,7 +285,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logits, ids = teacher_lib.load_or_recompute(
           config, workdir, data, mesh, logits_dir, log=log
         )
-        teacher = {"logits": logits / config.teacher.temperature, "ids": ids}
+        # Divided by the temperature row by row, as the pipeline reads them.
+        teacher = {"logits": logits.divided_by(config.teacher.temperature), "ids": ids}
     train_stage(config, "student", workdir, data, mesh, teacher=teacher)
   if "eval" in names:
     results = evaluate_stage(config, "student", workdir, data["test"], mesh, log=log)
