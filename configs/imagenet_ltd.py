@@ -34,6 +34,9 @@ def get_config(arg: str = ""):
   c.dataset = c.data.mock_like = "imagenet2012"
   c.data.augment = "rrc_flip"
   c.data.val_size = 10000  # held out of the training split for model selection
+  # JPEG decoding and random-resized crops in 16 worker processes per host (docs/launching.md:
+  # the projected step rate of a v4 host needs about a dozen; a smoke run uses at most 2).
+  c.data.workers = 16
   atk = dict(eps=EPS, step_size=EPS * 2 / 3, steps=3, objective="kl_self", init="normal")
   optim = dict(
     epochs=90,

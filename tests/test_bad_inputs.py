@@ -82,6 +82,8 @@ CONFIG_CASES = [
   ({"checkpoint.keep": 0}, "keep"),
   ({"log_every": 0}, "log_every"),
   ({"data.val_size": -5}, "val_size"),
+  ({"data.workers": -1}, "data.workers=-1"),
+  ({"fsdp": 0}, "fsdp=0"),
 ]
 
 

@@ -116,6 +116,24 @@ def test_iterator_is_deterministic_resumable_and_sharded():
   np.testing.assert_array_equal(ids, batches[0]["id"])
 
 
+def test_worker_processes_give_the_same_batches_and_a_state_any_count_resumes():
+  data = pipeline.mock_split("train", n=100)
+  idx = np.arange(100)
+  kw = dict(global_batch=20, seed=3, augment="crop_flip")
+  ref = pipeline.train_iterator(data, idx, **kw)
+  want = [next(ref) for _ in range(8)]
+  two = pipeline.train_iterator(data, idx, workers=2, **kw)
+  got = [next(two) for _ in range(3)]
+  assert two.get_state() == {"next_index": 3}
+  one = pipeline.train_iterator(data, idx, workers=1, state=two.get_state(), **kw)
+  got += [next(one) for _ in range(3)]
+  none = pipeline.train_iterator(data, idx, state=one.get_state(), **kw)  # back in-process
+  got += [next(none) for _ in range(2)]
+  for w, g in zip(want, got, strict=True):
+    for k in w:
+      np.testing.assert_array_equal(w[k], g[k])
+
+
 def test_teacher_logits_joined_by_id():
   data = pipeline.mock_split("train", n=50)
   data["id"] = data["id"][::-1] * 3  # ids unrelated to positions

@@ -134,6 +134,8 @@ def validate(config) -> None:
     )
   if config.steps < 0:
     raise ValueError("steps must be >= 0 (0: the configured schedule; N: a smoke run)")
+  if config.data.get("workers", 0) < 0:
+    raise ValueError(f"data.workers={config.data.workers}: must be >= 0 (0: no worker processes)")
   if config.get("fsdp", 1) < 1:
     raise ValueError(f"fsdp={config.fsdp}: the size of the mesh's fsdp axis must be >= 1")
   if config.checkpoint.every_steps <= 0 or config.checkpoint.keep < 1 or config.log_every <= 0:

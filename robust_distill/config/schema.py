@@ -4,7 +4,7 @@ from a config: its stages, whether a stage reads a teacher, its smoke-run limits
 A run config has:
   * ``dataset``: the dataset's name (``--config.dataset=mock`` swaps in synthetic data of the
     same geometry, see ``data.mock_like``);
-  * ``data``: data_dir, manual_dir, val_size, augment, seed, mock_examples, mock_like;
+  * ``data``: data_dir, manual_dir, val_size, augment, seed, mock_examples, mock_like, workers;
   * ``teacher`` and ``student``: one *stage* each (see ``stage``), plus for the teacher
     ``source`` ('precomputed' | 'online') and ``flip_aware``;
   * ``eval``: the final evaluation (clean, PGD-k CE, CW-inf) over the test split;
@@ -118,9 +118,11 @@ def base() -> ml_collections.ConfigDict:
   c.dataset = "fashion_mnist"
   # mock_like: the dataset whose image shape and classes the synthetic 'mock' dataset takes
   # (configs set it to their own dataset, so --config.dataset=mock keeps the geometry).
+  # workers: processes that decode and augment training batches (0: in the training process).
   c.data = dict(
-    data_dir="", manual_dir="", val_size=5000, augment="none", seed=0, mock_examples=0, mock_like=""
-  )
+    data_dir="", manual_dir="", val_size=5000, augment="none", seed=0, mock_examples=0,
+    mock_like="", workers=0,
+  )  # fmt: skip
   c.steps = 0
   c.teacher = stage()
   c.teacher.source = "precomputed"
@@ -203,6 +205,7 @@ def smoke_limits(config, num_devices: int) -> "ml_collections.ConfigDict":
   on that batch with a few iterations and no honesty checks."""
   c = ml_collections.ConfigDict(config.to_dict())
   b = 2 * num_devices
+  c.data.workers = min(c.data.get("workers", 0), 2)
   for name in ("teacher", "student"):
     c[name].batch_size = min(c[name].batch_size, b)
     c[name].attack.unroll = 1

@@ -18,6 +18,7 @@ sharded per host. The names of ``sources`` and ``augment`` are re-exported here.
 import dataclasses
 from typing import Any
 
+from absl import flags
 import grain
 import numpy as np
 
@@ -146,6 +147,7 @@ def train_iterator(
   state: dict | None = None,
   class_pool: int = 0,
   num_classes: int = 0,
+  workers: int = 0,
 ):
   """An infinite, deterministic, checkpointable iterator of this host's share of each batch.
 
@@ -159,6 +161,11 @@ def train_iterator(
   With ``class_pool=K > 0`` each batch also carries ``pool_image`` ``[num_classes, K, ...]``: K
   random training images (of ``indices``) per class, from a class-indexed pool, identical on
   every host (AGKD-BML's negatives; ``robust_distill.train.step.select_negatives``).
+
+  ``workers=0`` builds the batches in this process (one thread); ``workers=W > 0`` in W worker
+  processes (grain's ``mp_prefetch``: decoding and augmentation in parallel). The batches and
+  the state (``{"next_index": batches taken}``) are the same either way, so a run may resume
+  with another worker count.
   """
   if augment not in AUGMENTS:
     raise ValueError(f"Unknown augment {augment!r}; valid: {list(AUGMENTS)}")
@@ -200,11 +207,48 @@ def train_iterator(
   gather = _Gather(
     data, augment, seed, teacher_logits, id_to_row, class_index, class_counts, class_pool
   )
-  ds = positions.map_with_index(lambda i, idx: gather(i, np.asarray(idx), host_rows))
+  ds = positions.map_with_index(_HostBatch(gather, host_rows))
+  if workers > 0:
+    return _WorkerIterator(ds, workers, (state or {}).get("next_index", 0))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)).__iter__()
   if state is not None:
     it.set_state(state)
   return it
+
+
+@dataclasses.dataclass(frozen=True)
+class _HostBatch:
+  """(batch number, global-batch positions) -> this host's batch (picklable, for workers)."""
+
+  gather: _Gather
+  host: slice
+
+  def __call__(self, i, idx):
+    return self.gather(i, np.asarray(idx), self.host)
+
+
+class _WorkerIterator:
+  """Batches ``start, start + 1, ...`` of ``ds`` built by ``workers`` processes, in order; its
+  state is the number of the next batch, as the in-process iterator's."""
+
+  def __init__(self, ds, workers: int, start: int):
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (a library user may not)
+      flags.FLAGS.mark_as_parsed()
+    self.next_index = int(start)
+    opts = grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)
+    rest = ds[self.next_index :]
+    self._it = rest.to_iter_dataset(grain.ReadOptions(num_threads=1)).mp_prefetch(opts).__iter__()
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    out = next(self._it)
+    self.next_index += 1
+    return out
+
+  def get_state(self) -> dict:
+    return {"next_index": self.next_index}
 
 
 def padded_batches(points: np.ndarray, batch_size: int, pad_to: int = 0):

@@ -109,6 +109,7 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
     state=meta["data_iter"],
     class_pool=C.class_pool_size(stage_cfg),
     num_classes=data["num_classes"],
+    workers=config.data.get("workers", 0),
   )
 
   step_fn = jax.jit(

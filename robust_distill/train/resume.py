@@ -13,6 +13,8 @@ class ConfigMismatch(ValueError):
 # Stage settings that may change between a run and its resumption: they change neither the
 # maths nor the data order.
 RESUMABLE_CHANGES = ("val_every_epochs", "attack.unroll", "stop_at_step")
+# Data settings of that kind: where the files are, and how many processes read them.
+DATA_RESUMABLE_CHANGES = ("data.data_dir", "data.manual_dir", "data.workers")
 
 
 def _flatten(d, prefix=""):
@@ -47,7 +49,7 @@ def check_resumable(config, name: str, stage_directory: str) -> None:
   old = _flatten(workdir_lib.read_config(stage_directory).to_dict())
   new = _flatten(C.upgrade(json.loads(config.to_json_best_effort())).to_dict())  # as stored
   keys = ["dataset", "seed"] + [
-    k for k in new if k.startswith("data.") and k not in ("data.data_dir", "data.manual_dir")
+    k for k in new if k.startswith("data.") and k not in DATA_RESUMABLE_CHANGES
   ]
   keys += [
     k for k in new if k.startswith(name + ".") and k[len(name) + 1 :] not in RESUMABLE_CHANGES
