@@ -109,6 +109,9 @@ def test_tpu_pod_launcher_dry_run_prints_create_copy_install_run_and_logs():
       "--dry-run",
       "--config=configs/imagenet_ltd.py",
       "--config.data.data_dir=gs://data/tfds",
+      "--config.fsdp=4",
+      "--config.data.workers=24",
+      "--config.student.model_kwargs.remat=dots",
     ],
     env=env,
     capture_output=True,
@@ -125,6 +128,8 @@ def test_tpu_pod_launcher_dry_run_prints_create_copy_install_run_and_logs():
   run = next(ln for ln in lines if "robust_distill.main" in ln)
   assert "--worker=all" in run and "--config.distributed=True" in run
   assert "gcs/my-bucket/runs/ltd" in run and "gcs/data/tfds" in run  # GCS paths via gcsfuse
+  for flag in ("--config.fsdp=4", "--config.data.workers=24", "model_kwargs.remat=dots"):
+    assert flag in run, flag  # the pod's mesh, input workers and remat reach every worker
   assert "logs/tpu_pod-rd-v4-32-" in out  # where the streamed logs are kept
   # Missing variables are named before anything runs.
   bad = subprocess.run(

@@ -56,6 +56,13 @@ def test_paper_config_is_valid_as_written(name, arg):
   c = _load(name, arg)
   C.validate(c)
   assert c.data.mock_like == c.dataset != "mock"
+  # The accelerator settings compute in bf16 and write the remat switch out (so a flag can set
+  # it); the pod's mesh and input workers are config values too.
+  for stage in ("teacher", "student"):
+    assert c[stage].model_kwargs.dtype == "bfloat16" and c[stage].model_kwargs.remat == "none"
+  c.fsdp, c.data.workers = 4, 24
+  c.student.model_kwargs.remat = "dots"
+  C.validate(c)
 
 
 # Each smoke run takes 1 to 2 minutes on 2 cores, mostly compiling deep networks at the papers'
