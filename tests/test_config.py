@@ -108,8 +108,13 @@ def test_resume_refuses_other_settings(tmp_path):
   changed = smoke_config(**{"student.optim.lr": 0.5, "student.batch_size": 48})
   with pytest.raises(resume.ConfigMismatch, match=r"student.optim.lr: stored .*, now 0.5"):
     resume.check_resumable(changed, "student", str(sdir))
-  with pytest.raises(resume.ConfigMismatch, match="student.batch_size"):
+  with pytest.raises(resume.ConfigMismatch, match="student.batch_size") as e:
     resume.check_resumable(changed, "student", str(sdir))
+  assert e.value.stage_directory == str(sdir) and len(e.value.diffs) == 2
+  assert "Use another --workdir" in str(e.value)
+  # Where the files are and how many processes read them may change on resumption.
+  moved = smoke_config(**{"data.workers": 2, "data.data_dir": "/elsewhere"})
+  resume.check_resumable(moved, "student", str(sdir))
   with changed.unlocked():
     changed.checkpoint.allow_config_change = True
   resume.check_resumable(changed, "student", str(sdir))

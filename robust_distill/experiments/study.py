@@ -273,10 +273,10 @@ def main(argv=None):
     print(e, flush=True)
     sys.exit(3)
   except resume.ConfigMismatch as e:  # the plan changed under an unfinished entry
-    what = [ln for ln in str(e).splitlines() if ln.strip() and not ln.startswith("Use another")]
     sys.exit(
-      f"error: {' '.join(ln.strip() for ln in what)} (the study's plan changed since that entry "
-      "started: delete that workdir to rerun the entry under the current plan)"
+      f"error: {e.stage_directory} was trained with other settings ({'; '.join(e.diffs)}): the "
+      "study's plan changed since that entry started; delete that workdir to rerun the entry "
+      "under the current plan"
     )
   except errors.EXPECTED as e:
     sys.exit(f"error: {errors.one_line(e)}")

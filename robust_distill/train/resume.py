@@ -7,7 +7,19 @@ from robust_distill import config as C, workdir as workdir_lib
 
 
 class ConfigMismatch(ValueError):
-  """A workdir holds a stage trained with settings other than the ones asked for."""
+  """A workdir holds a stage trained with settings other than the ones asked for.
+
+  ``stage_directory`` and ``diffs`` (one ``"key: stored X, now Y"`` per differing setting) let a
+  caller say it in its own words; ``str(e)`` is the message for the training command line."""
+
+  def __init__(self, stage_directory: str, name: str, diffs: list[str]):
+    self.stage_directory, self.diffs = stage_directory, list(diffs)
+    super().__init__(
+      f"{stage_directory} holds a {name} stage trained with other settings:\n  "
+      + "\n  ".join(diffs)
+      + "\nUse another --workdir, or "
+      "--config.checkpoint.allow_config_change=True to resume it anyway."
+    )
 
 
 # Stage settings that may change between a run and its resumption: they change neither the
@@ -61,9 +73,4 @@ def check_resumable(config, name: str, stage_directory: str) -> None:
         keys = [k for k in keys if k.startswith((f"{name}.model", "dataset"))]
   diffs = [f"{k}: stored {old[k]!r}, now {new[k]!r}" for k in keys if k in old and old[k] != new[k]]
   if diffs:
-    raise ConfigMismatch(
-      f"{stage_directory} holds a {name} stage trained with other settings:\n  "
-      + "\n  ".join(diffs)
-      + "\nUse another --workdir, or "
-      "--config.checkpoint.allow_config_change=True to resume it anyway."
-    )
+    raise ConfigMismatch(stage_directory, name, diffs)
