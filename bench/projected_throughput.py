@@ -18,6 +18,13 @@ For each config, the arithmetic is:
   precision XLA uses for float32 convolutions by default (bf16 passes on TPU, TF32 on A100/H100)
   and an assumed model-FLOPs utilisation ``--mfu`` (0.35 is typical of ResNet training; nothing
   here measures it on an accelerator).
+
+Three more columns vary one setting each: ``model_kwargs.dtype='bfloat16'`` on an A100 (its bf16
+peak; on a TPU the peak does not change, XLA already computes float32 convolutions in bf16
+passes there); ``model_kwargs.remat='nothing'`` on a TPU v4 (every backward pass recomputes its
+forward: 4 F instead of 3 F for each attack iteration and each trained input; 'dots' recomputes
+only BatchNorm and ReLU, a negligible cost); and a precomputed teacher on a TPU v4 (the online
+teacher's forwards leave the step, for the configs whose teacher sees clean inputs only).
 """
 
 import argparse
@@ -47,18 +54,19 @@ CHIPS = {
   "A100 (TF32)": 156e12,
   "H100 SXM (TF32)": 495e12,
 }
-# (label, config file, argument): the paper configs.
+A100_BF16 = 312e12  # the bf16 column's peak
+# (label, config file, setting): the paper configs (configs/<file>.py:<setting>).
 CONFIGS = (
-  ("CIFAR-10 PGD-AT, ResNet-18", "cifar10", "pgd_at"),
-  ("CIFAR-10 TRADES, ResNet-18", "cifar10", "trades"),
-  ("CIFAR-10 RSLAD, ResNet-18 <- WRN-34-10", "cifar10", "rslad"),
-  ("CIFAR-10 AdaAD, ResNet-18 <- WRN-34-10", "cifar10", "adaad"),
-  ("CIFAR-10 DGAD, ResNet-18 <- WRN-34-10", "cifar10", "dgad"),
-  ("CIFAR-10 LTD-TRADES, WRN-34-10 <- WRN-34-10", "cifar10", "ltd_trades"),
-  ("CIFAR-10 LTD-AWP, WRN-34-10 <- WRN-34-10", "cifar10", "ltd_awp"),
-  ("CIFAR-10 AGKD-BML, WRN-28-10 <- WRN-28-10", "cifar10", "agkd_bml"),
-  ("CIFAR-100 LTD-TRADES, WRN-34-10", "cifar100", "ltd_trades"),
-  ("Tiny ImageNet DGAD, ResNet-18 <- PreAct-18", "tiny_imagenet", "dgad"),
+  ("CIFAR-10 PGD-AT, ResNet-18", "pgd_at", "cifar10"),
+  ("CIFAR-10 TRADES, ResNet-18", "trades", "cifar10"),
+  ("CIFAR-10 RSLAD, ResNet-18 <- WRN-34-10", "rslad", "cifar10"),
+  ("CIFAR-10 AdaAD, ResNet-18 <- WRN-34-10", "adaad", "cifar10"),
+  ("CIFAR-10 DGAD, ResNet-18 <- WRN-34-10", "dgad", "cifar10"),
+  ("CIFAR-10 LTD-TRADES, WRN-34-10 <- WRN-34-10", "ltd_trades", "cifar10"),
+  ("CIFAR-10 LTD-AWP, WRN-34-10 <- WRN-34-10", "ltd_awp", "cifar10"),
+  ("CIFAR-10 AGKD-BML, WRN-28-10 <- WRN-28-10", "agkd_bml", "cifar10"),
+  ("CIFAR-100 LTD-TRADES, WRN-34-10", "ltd_trades", "cifar100"),
+  ("Tiny ImageNet DGAD, ResNet-18 <- PreAct-18", "dgad", "tiny_imagenet"),
   ("ImageNet LTD, ResNet-50 <- ResNet-50", "imagenet_ltd", ""),
 )
 TRAIN_SIZE = {"cifar10": 50000, "cifar100": 50000, "tiny_imagenet": 100000, "imagenet2012": 1281167}
@@ -78,20 +86,26 @@ def forward_flops(stage_cfg, shape, classes, cache) -> float:
   return cache[key]
 
 
-def step_flops(cfg, f_s: float, f_t: float) -> tuple[float, dict]:
-  """FLOPs per training image of the student stage and the pass counts behind it."""
+def step_flops(cfg, f_s: float, f_t: float, *, remat: bool = False, precomputed: bool = False
+               ) -> tuple[float, dict]:  # fmt: skip
+  """FLOPs per training image of the student stage and the pass counts behind it; ``remat``:
+  every backward pass recomputes its forward; ``precomputed``: the teacher's clean-input
+  forwards come from a precompute (where its loss allows it)."""
   s = cfg.student
   k = s.attack.steps
   obj = s.attack.objective
-  attack = 3 * f_s * k + (3 * f_t * k if obj == "kl_models" else 0.0)
+  bwd = 4 if remat else 3  # forward + backward (2 forwards), + the recomputed forward
+  attack = bwd * f_s * k + (bwd * f_t * k if obj == "kl_models" else 0.0)
   attack += f_s if obj in ("kl_self", "ce_confusing") else 0.0
   backward = terms.needs_backward(s.loss)
   if backward:
-    attack += 3 * f_s * k
+    attack += bwd * f_s * k
   inputs = terms.student_inputs(s.loss)
-  update = 3 * f_s * len(inputs) * (2 if s.awp.gamma > 0 else 1)
+  update = bwd * f_s * len(inputs) * (2 if s.awp.gamma > 0 else 1)
   teacher = 0.0
-  if C.needs_teacher(s) and cfg.teacher.source == "online":
+  if precomputed and precomputable(cfg):
+    pass
+  elif C.needs_teacher(s) and cfg.teacher.source == "online":
     seen = {"clean"} | set(terms.teacher_inputs(s.loss))
     seen |= {"neg"} if backward else set()
     teacher = f_t * len(seen)
@@ -106,6 +120,18 @@ def step_flops(cfg, f_s: float, f_t: float) -> tuple[float, dict]:
   }
 
 
+def precomputable(cfg) -> bool:
+  """Whether the student's teacher sees clean inputs only (its logits can be precomputed)."""
+  s = cfg.student
+  return (
+    C.needs_teacher(s)
+    and s.attack.objective != "kl_models"
+    and not terms.teacher_inputs(s.loss)
+    and not terms.teacher_feature_inputs(s.loss)
+    and not terms.needs_backward(s.loss)
+  )
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--mfu", type=float, default=0.35)
@@ -118,6 +144,8 @@ def main(argv=None):
     f_s = forward_flops(cfg.student, shape, classes, cache)
     f_t = forward_flops(cfg.teacher, shape, classes, cache)
     per_image, detail = step_flops(cfg, f_s, f_t)
+    remat_image = step_flops(cfg, f_s, f_t, remat=True)[0]
+    pre_image = step_flops(cfg, f_s, f_t, precomputed=True)[0] if precomputable(cfg) else None
     epoch_images = TRAIN_SIZE[cfg.dataset] - cfg.data.val_size
     row = {
       "config": label,
@@ -129,14 +157,21 @@ def main(argv=None):
       "epochs": cfg.student.optim.epochs,
       "images_per_epoch": epoch_images,
       "images_per_s_per_chip": {c: peak * a.mfu / per_image for c, peak in CHIPS.items()},
+      "a100_bf16_images_per_s": A100_BF16 * a.mfu / per_image,
+      "remat_gflops_per_train_image": remat_image / 1e9,
+      "v4_remat_images_per_s": CHIPS["TPU v4 (bf16 passes)"] * a.mfu / remat_image,
+      "precomputed_gflops_per_train_image": None if pre_image is None else pre_image / 1e9,
+      "v4_precomputed_images_per_s": (
+        None if pre_image is None else CHIPS["TPU v4 (bf16 passes)"] * a.mfu / pre_image
+      ),
     }
     rows.append(row)
     print(f"{label}: {per_image / 1e9:.1f} GFLOPs per training image", flush=True)
   lines = [
     "| config | GFLOPs / train image | "
     + " | ".join(f"img/s per {c}" for c in CHIPS)
-    + " | student training on 8 A100 |",
-    "|---" * (len(CHIPS) + 3) + "|",
+    + " | student training on 8 A100 | A100, bf16 | v4, remat | v4, precomputed teacher |",
+    "|---" * (len(CHIPS) + 6) + "|",
   ]
   for r in rows:
     ips = r["images_per_s_per_chip"]
@@ -144,7 +179,14 @@ def main(argv=None):
     lines.append(
       f"| {r['config']} | {r['gflops_per_train_image']:.1f} | "
       + " | ".join(f"{ips[c]:.0f}" for c in CHIPS)
-      + f" | {hours:.1f} h |"
+      + f" | {hours:.1f} h | {r['a100_bf16_images_per_s']:.0f} | {r['v4_remat_images_per_s']:.0f}"
+      + " | "
+      + (
+        "-"
+        if r["v4_precomputed_images_per_s"] is None
+        else f"{r['v4_precomputed_images_per_s']:.0f}"
+      )
+      + " |"
     )
   table = "\n".join(lines)
   print(f"\nProjected at MFU {a.mfu} (not measured):\n\n{table}")
