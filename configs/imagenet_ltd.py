@@ -6,10 +6,14 @@ validation images). No training code is public, so the settings are [INFERRED] f
 ImageNet adversarial-training recipe (Salman et al. 2020; TRADES-style objective as LTD on
 CIFAR): global batch 512, SGD lr 0.2 (0.1 per 256), momentum 0.9, wd 1e-4, 90 epochs with
 decays at 30 and 60, 3-step training attack of 4/255 x 2/3, random-resized crop + flip. The
-random crops make precomputed teacher logits invalid, so the teacher runs online (the config
-check refuses teacher.source='precomputed' here). The teacher is a TRADES ResNet-50 trained by
-the teacher stage, a finished stage reused with --config.teacher.workdir, or a RobustBench
-ImageNet model imported with robust_distill.models.from_torch.
+teacher is precomputed on replayed views (FKD-style): each example's crop and flip are a
+function of (seed, view, id), the precompute stage runs the teacher once on every view the
+student will see (one per epoch: data.views=0), and stores its top 10 logits per view in
+float16 with the rest's log-sum-exp (teacher.topk; 44 bytes per example and view, about 5 GB
+for 90 views of ImageNet). --config.teacher.source=online runs the teacher in every step
+instead. The teacher is a TRADES ResNet-50 trained by the teacher stage, a finished stage
+reused with --config.teacher.workdir, or a RobustBench ImageNet model imported with
+robust_distill.models.from_torch.
 
 TPU pod (README "Launching"; the ImageNet TFDS data prepared once in gs://BUCKET/tfds):
 
@@ -49,9 +53,11 @@ def get_config(arg: str = ""):
   c.teacher = C.stage(
     model="resnet50", loss=dict(ce_clean=1.0, trades_kl=6.0), attack_cfg=C.attack(**atk), **optim
   )
-  c.teacher.source = "online"
+  c.teacher.source = "precomputed"  # replayed views (data.views, teacher.topk)
   c.teacher.flip_aware = False
   c.teacher.workdir = ""
+  c.teacher.topk = 10
+  c.data.views = 0  # one view per planned epoch
   c.student = C.stage(
     model="resnet50",
     loss=dict(kd_clean=1.0, trades_kl=6.0, kd_teacher_temperature=0.25),
@@ -64,7 +70,7 @@ def get_config(arg: str = ""):
     # bf16 compute (float32 parameters, optimizer state, logits and losses); remat is off: set
     # --config.student.model_kwargs.remat=dots (or nothing) when activations do not fit.
     s.model_kwargs.update(dtype="bfloat16", remat="none")
-  c.stages = "teacher,student,eval"
+  c.stages = "teacher,precompute,student,eval"
   c.eval.update(
     eps=EPS, batch_size=512, n=-1, val_n=2048, autoattack_n=5000, autoattack_batch_size=512
   )

@@ -101,6 +101,7 @@ def base(arg: str, *, teacher: str, teacher_kind: str = "robust"):
   c.teacher.source = "online" if (teacher == "online" or paper) else "precomputed"
   c.teacher.flip_aware = False
   c.teacher.workdir = ""
+  c.teacher.topk = 0
   stages = ["teacher", "precompute", "student", "eval"]
   if teacher == "none" or c.teacher.source == "online":
     stages.remove("precompute")

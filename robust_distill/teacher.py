@@ -27,9 +27,9 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from robust_distill import faults, files, parallel, workdir as workdir_lib
+from robust_distill import config as C, faults, files, parallel, workdir as workdir_lib
 from robust_distill.data import pipeline
-from robust_distill.data.logit_rows import LogitRows, write_rows
+from robust_distill.data.logit_rows import LogitRows, encode_topk, write_rows
 from robust_distill.metrics import fmt_time
 from robust_distill.models import make_apply
 
@@ -51,9 +51,16 @@ def precompute(
   *,
   batch_size: int,
   flip_aware: bool = False,
+  view: int | None = None,
+  seed: int = 0,
+  topk: int = 0,
   log=print,
 ) -> None:
-  """Writes ``out_dir/chunk_*.npz`` files and ``out_dir/done.json`` (idempotent)."""
+  """Writes ``out_dir/chunk_*.npz`` files and ``out_dir/done.json`` (idempotent).
+
+  ``view=None``: the teacher sees each example as it is, and its float32 logits are stored.
+  ``view=v``: it sees view ``v`` of the training augmentation 'rrc_flip' (``data.views``, from
+  the training ``seed``), and its logits are stored compactly (``encode_topk`` with ``topk``)."""
   done = os.path.join(out_dir, "done.json")
   if os.path.exists(done):
     log(f"[precompute] already done: {out_dir}")
@@ -80,8 +87,12 @@ def precompute(
   nb, t0, computed = -(-n // batch_size), time.perf_counter(), 0
   for i, b in enumerate(
     pipeline.eval_batches(
-      data, batch_size=batch_size, host_rows=parallel.host_rows(mesh, batch_size)
-    )
+      data,
+      batch_size=batch_size,
+      host_rows=parallel.host_rows(mesh, batch_size),
+      view=view,
+      seed=seed,
+    )  # fmt: skip
   ):
     path = _chunk(out_dir, i, host)
     if os.path.exists(path):
@@ -90,7 +101,8 @@ def precompute(
     z = np.asarray(multihost_utils.global_array_to_host_local_array(z, mesh, sharded.spec))
     keep = b["valid"]  # padding rows of the last batch are dropped
     tmp = path + ".tmp.npz"
-    np.savez(tmp, logits=z[keep].astype(np.float32), ids=b["id"][keep])
+    rows = z[keep].astype(np.float32) if view is None else encode_topk(z[keep], topk)
+    np.savez(tmp, logits=rows, ids=b["id"][keep])
     os.replace(tmp, path)
     faults.point(f"precompute:chunk:{i}")
     computed += 1
@@ -100,7 +112,10 @@ def precompute(
   files.write_json(os.path.join(out_dir, f"done_p{host:03d}.json"), {"chunks": nb})
   multihost_utils.sync_global_devices("robust_distill precompute done")
   if host == 0:
-    files.write_json(done, {"n": n, "chunks": nb, "hosts": hosts, "flip_aware": flip_aware})
+    files.write_json(
+      done,
+      {"n": n, "chunks": nb, "hosts": hosts, "flip_aware": flip_aware, "view": view, "topk": topk},
+    )
   # No host may load the logits before host 0 has marked the precompute finished.
   multihost_utils.sync_global_devices("robust_distill precompute marked done")
   log(f"[precompute] wrote teacher logits for {n} examples to {out_dir} ({hosts} host(s))")
@@ -114,8 +129,16 @@ class PrecomputeIncomplete(ValueError):
 def _read_chunk(path: str, classes: int | None):
   with np.load(path) as z:
     logits, ids = z["logits"], z["ids"]
-  if logits.ndim not in (2, 3) or len(logits) != len(ids) or not np.isfinite(logits).all():
-    raise ValueError(f"logits of shape {logits.shape} for {len(ids)} ids, or non-finite")
+  if len(logits) != len(ids):
+    raise ValueError(f"{len(logits)} rows of logits for {len(ids)} ids")
+  if logits.dtype.names:  # top-k rows of replayed views
+    finite = np.isfinite(logits["values"]).all() and np.isfinite(logits["rest"]).all()
+    index = logits["index"]
+    if not finite or (classes is not None and index.size and index.max() >= classes):
+      raise ValueError(f"top-k rows with non-finite values or classes >= {classes}")
+    return logits, ids
+  if logits.ndim not in (2, 3) or not np.isfinite(logits).all():
+    raise ValueError(f"logits of shape {logits.shape}, or non-finite")
   if classes is not None and logits.shape[-1] != classes:
     raise ValueError(f"{logits.shape[-1]} classes, expected {classes}")
   return logits, ids
@@ -145,10 +168,10 @@ def load(
   rows_path, ids_path = os.path.join(out_dir, ROWS), os.path.join(out_dir, ROW_IDS)
   if not (os.path.exists(rows_path) and os.path.exists(ids_path)):
     _join_chunks(out_dir, n, num_classes, log)
-  rows, ids = LogitRows(rows_path), np.load(ids_path)
+  rows, ids = LogitRows(rows_path, classes=num_classes), np.load(ids_path)
   if len(rows) != n or len(ids) != n:
     raise ValueError(f"{rows_path} holds {len(rows)} rows for {n} examples; delete the folder")
-  if num_classes is not None and rows.shape[-1] != num_classes:
+  if num_classes is not None and not rows.dtype.names and rows.shape[-1] != num_classes:
     raise ValueError(f"{rows_path}: {rows.shape[-1]} classes, expected {num_classes}")
   return rows, ids
 
@@ -213,28 +236,59 @@ def _set_aside(out_dir: str, paths, why: str, log) -> str:
 
 
 def run_stage(config, workdir: str, data: dict, mesh, logits_dir: str, *, log=print) -> None:
-  """The precompute stage: the teacher's logits over the training split (idempotent)."""
+  """The precompute stage: the teacher's logits over the training split (idempotent); with
+  random-resized crops, of every view the student will see (``view_dirs``)."""
   g, p, s, _ = workdir_lib.load_stage_model(config, "teacher", workdir, mesh, log=log)
   apply = make_apply(g, config.teacher.temperature)
-  precompute(
-    apply, p, s, data["train"], logits_dir, mesh, batch_size=config.eval.batch_size,
-    flip_aware=config.teacher.flip_aware, log=log,
-  )  # fmt: skip
+  for view, out_dir in view_dirs(config, logits_dir):
+    precompute(
+      apply, p, s, data["train"], out_dir, mesh, batch_size=config.eval.batch_size,
+      flip_aware=config.teacher.flip_aware, view=view, seed=C.train_seed(config),
+      topk=config.teacher.get("topk", 0), log=log,
+    )  # fmt: skip
+
+
+def view_dirs(config, logits_dir: str) -> list[tuple[int | None, str]]:
+  """``[(view, folder)]`` of the precompute: ``[(None, logits_dir)]``, or with replayed
+  random-resized crops one ``logits_dir/view_NNNN`` per view (``config.replay_views``)."""
+  n = C.replay_views(config)
+  if not n:
+    return [(None, logits_dir)]
+  return [(v, os.path.join(logits_dir, f"view_{v:04d}")) for v in range(n)]
 
 
 def load_or_recompute(config, workdir: str, data: dict, mesh, logits_dir: str, *, log=print):
-  """The precomputed ``(rows, ids)`` (``load``); chunks lost since the precompute are
-  recomputed first."""
-  try:
-    logits, ids = load(logits_dir, num_classes=data["num_classes"], log=log)
-  except PrecomputeIncomplete:
-    run_stage(config, workdir, data, mesh, logits_dir, log=log)
-    logits, ids = load(logits_dir, num_classes=data["num_classes"], log=log)
-  if (logits.ndim == 3) != bool(config.teacher.flip_aware):
-    have = "with" if logits.ndim == 3 else "without"
-    raise ValueError(
-      f"the teacher logits in {logits_dir} were precomputed {have} flips, but "
-      f"teacher.flip_aware={config.teacher.flip_aware}: use another workdir, or move that "
-      "folder away and rerun to precompute again"
-    )
-  return logits, ids
+  """The precomputed ``(rows, ids)`` (``load``), or ``([rows of each view], ids)`` for replayed
+  views; chunks lost since the precompute are recomputed first."""
+  views, ids = [], None
+  for view, out_dir in view_dirs(config, logits_dir):
+    try:
+      rows, v_ids = load(out_dir, num_classes=data["num_classes"], log=log)
+    except PrecomputeIncomplete:
+      run_stage(config, workdir, data, mesh, logits_dir, log=log)
+      rows, v_ids = load(out_dir, num_classes=data["num_classes"], log=log)
+    if ids is not None and not np.array_equal(ids, v_ids):
+      raise ValueError(f"{out_dir} holds other examples than view 0; delete {logits_dir}")
+    views.append(rows)
+    ids = v_ids
+    if view is None and (rows.ndim == 3) != bool(config.teacher.flip_aware):
+      have = "with" if rows.ndim == 3 else "without"
+      raise ValueError(
+        f"the teacher logits in {logits_dir} were precomputed {have} flips, but "
+        f"teacher.flip_aware={config.teacher.flip_aware}: use another workdir, or move that "
+        "folder away and rerun to precompute again"
+      )
+  return (views if C.replay_views(config) else views[0]), ids
+
+
+def for_student(config, workdir: str, data: dict, mesh, logits_dir: str, *, log=print) -> dict:
+  """What the student stage needs of its teacher: ``{"graphdef", "params", "stats"}`` of an
+  online teacher, or ``{"logits", "ids"}`` of a precomputed one (rows divided by the teacher's
+  temperature as they are read; a list of them, one per view, for replayed views)."""
+  if config.teacher.source == "online":
+    g, p, s, _ = workdir_lib.load_stage_model(config, "teacher", workdir, mesh, log=log)
+    return {"graphdef": g, "params": p, "stats": s}
+  logits, ids = load_or_recompute(config, workdir, data, mesh, logits_dir, log=log)
+  t = config.teacher.temperature
+  div = [v.divided_by(t) for v in logits] if isinstance(logits, list) else logits.divided_by(t)
+  return {"logits": div, "ids": ids}

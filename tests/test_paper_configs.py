@@ -80,15 +80,16 @@ def test_paper_config_smoke_run_on_mock_data(tmp_path, name, arg, narrow):
     c[stage].model = model
     c[stage].model_kwargs = kw
   # To keep the suite short, the evaluation stage (PGD, CW and a quick AutoAttack; the same
-  # code at any size) runs at one paper geometry, CIFAR-10's, and at ImageNet's only the
-  # teacher stage trains (ResNet-50 at 224x224 through the lazy random-resized-crop reader; the
-  # student's online distillation is the code the other cases run). bench/smoke_configs.py runs
-  # every config in full, at full width, as README "Paper-scale configs" gives it.
+  # code at any size) runs at one paper geometry, CIFAR-10's; at ImageNet's the teacher trains,
+  # the precompute replays the student's random-resized-crop view and the student distils from
+  # it (ResNet-50 at 224x224). bench/smoke_configs.py runs every config in full, at full width,
+  # as README "Paper-scale configs" gives it.
   evaluated = arg == "cifar10"  # (was `name ==`, never true: the evaluation went unchecked)
   if not evaluated:
     c.stages = ",".join(s for s in c.stages.split(",") if s != "eval")
   if name == "imagenet_ltd":
-    c.stages = "teacher"
+    assert c.teacher.source == "precomputed" and C.replay_views(c) == 90
+    c.stages = "teacher,precompute,student"
   res = loop.run(c, str(tmp_path))
   shape, classes = pipeline.geometry(real)
   assert c.data.mock_like == real
@@ -96,6 +97,8 @@ def test_paper_config_smoke_run_on_mock_data(tmp_path, name, arg, narrow):
     assert res["smoke"] and res["n"] == 16
     assert 0.0 <= res["pgd_acc"] <= res["clean_acc"] <= 1.0
     assert "autoattack_acc" in res
+  if name == "imagenet_ltd":  # a smoke run replays one view (data.views=1)
+    assert os.listdir(os.path.join(tmp_path, "teacher_logits")) == ["view_0000"]
   last = c.stages.split(",")[-1] if c.stages.split(",")[-1] != "eval" else "student"
   with open(os.path.join(tmp_path, last, "config.json")) as f:
     saved = json.load(f)

@@ -13,9 +13,11 @@ from robust_distill.config.schema import (
   class_pool_size,
   load,
   needs_teacher,
+  replay_views,
   smoke_limits,
   stage,
   stage_names,
+  train_seed,
   upgrade,
 )
 
@@ -28,9 +30,11 @@ __all__ = [
   "class_pool_size",
   "load",
   "needs_teacher",
+  "replay_views",
   "smoke_limits",
   "stage",
   "stage_names",
+  "train_seed",
   "upgrade",
   "validate",
 ]

@@ -134,6 +134,11 @@ def validate(config) -> None:
     )
   if config.steps < 0:
     raise ValueError("steps must be >= 0 (0: the configured schedule; N: a smoke run)")
+  if config.data.get("views", 0) < 0 or config.teacher.get("topk", 0) < 0:
+    raise ValueError(
+      f"data.views={config.data.get('views', 0)}, teacher.topk={config.teacher.get('topk', 0)}:"
+      " must be >= 0"
+    )
   if config.data.get("workers", 0) < 0:
     raise ValueError(f"data.workers={config.data.workers}: must be >= 0 (0: no worker processes)")
   if config.get("fsdp", 1) < 1:
@@ -186,12 +191,13 @@ def validate(config) -> None:
           f"student.loss terms {online_terms} run the teacher on adversarial "
           "inputs; they need teacher.source='online'"
         )
-      if aug in pipeline.RANDOM_CROPS:
+      if aug in pipeline.RANDOM_CROPS and aug != "rrc_flip":  # rrc_flip views are replayed
         raise ValueError(
           f"teacher.source='precomputed' with data.augment={aug!r} is invalid: the "
           "teacher's logits are computed once per example, but random crops change what the "
-          "teacher would see at every step. Use teacher.source='online', or "
-          "data.augment='flip' with teacher.flip_aware=True."
+          "teacher would see at every step. Use teacher.source='online', "
+          "data.augment='flip' with teacher.flip_aware=True, or data.augment='rrc_flip' "
+          "(whose views the precompute replays)."
         )
       if aug == "flip" and not config.teacher.flip_aware:
         raise ValueError(

@@ -17,6 +17,7 @@ A run config has:
 """
 
 import importlib.util
+import math
 import os
 import sys
 
@@ -119,15 +120,19 @@ def base() -> ml_collections.ConfigDict:
   # mock_like: the dataset whose image shape and classes the synthetic 'mock' dataset takes
   # (configs set it to their own dataset, so --config.dataset=mock keeps the geometry).
   # workers: processes that decode and augment training batches (0: in the training process).
+  # views: random-resized-crop views per example, cycled over epochs (0: a new one every epoch;
+  # a precomputed teacher then covers one per planned epoch).
   c.data = dict(
     data_dir="", manual_dir="", val_size=5000, augment="none", seed=0, mock_examples=0,
-    mock_like="", workers=0,
+    mock_like="", workers=0, views=0,
   )  # fmt: skip
   c.steps = 0
   c.teacher = stage()
   c.teacher.source = "precomputed"
   c.teacher.flip_aware = False
   c.teacher.workdir = ""  # reuse a teacher trained elsewhere (its stage dir); '' = train here
+  # topk: replayed views store the teacher's top-k logits per view (0: all classes, float16).
+  c.teacher.topk = 0
   c.student = stage()
   # Eval batch 128-256 measured fastest on 2 CPU cores (54 img/s vs 36 at 512-1024).
   # n: test points for clean / PGD (-1: all); cw_n: the first cw_n of them also get CW-inf.
@@ -158,6 +163,20 @@ def base() -> ml_collections.ConfigDict:
   # previous one used: the same command resumes, with no flag.
   c.checkpoint = dict(every_steps=200, keep=2, allow_config_change=False)
   return c
+
+
+def train_seed(config) -> int:
+  """The seed of the training input order and augmentation."""
+  return config.data.seed * 1000 + config.seed
+
+
+def replay_views(config) -> int:
+  """How many views of each example a precomputed teacher must cover: 0 (one, the example
+  as it is) unless the training augmentation is 'rrc_flip', whose views are replayed:
+  ``data.views``, or one per planned student epoch when that is 0."""
+  if config.teacher.source != "precomputed" or config.data.augment != "rrc_flip":
+    return 0
+  return config.data.get("views", 0) or max(int(math.ceil(config.student.optim.epochs)), 1)
 
 
 def stage_names(config) -> list[str]:
@@ -206,6 +225,8 @@ def smoke_limits(config, num_devices: int) -> "ml_collections.ConfigDict":
   c = ml_collections.ConfigDict(config.to_dict())
   b = 2 * num_devices
   c.data.workers = min(c.data.get("workers", 0), 2)
+  if c.data.augment == "rrc_flip" and not c.data.get("views", 0):
+    c.data.views = 1  # one view, not one per planned epoch (a precompute would replay them all)
   for name in ("teacher", "student"):
     c[name].batch_size = min(c[name].batch_size, b)
     c[name].attack.unroll = 1

@@ -4,6 +4,12 @@
 file; ``LogitRows`` reads the rows a batch needs from it with positional reads (``os.pread``),
 so that a host's resident memory holds one batch of logits, whatever the size of the split. The
 file is a plain ``.npy`` (``np.load(path, mmap_mode='r')`` opens it too).
+
+Rows are float32 logits, or, for replayed views (many rows per example), compact and relative
+to each row's largest logit (softmax-invariant): float16 logits of all classes, or the top k
+(``encode_topk``: float16 values, int16/int32 class indices and one float32 ``rest``, the value
+every other logit takes so that their total softmax mass at temperature 1 is kept).
+``LogitRows`` returns float32 logits of every class either way.
 """
 
 import os
@@ -34,14 +40,54 @@ def write_rows(path: str, parts, *, n: int) -> None:
   os.replace(tmp, path)
 
 
+def encode_topk(z: np.ndarray, k: int) -> np.ndarray:
+  """Compact rows of logits ``z`` [n, C]: float16 of all classes if ``k`` is 0 or >= C; else a
+  structured array with the top-``k`` ``values`` (float16) and ``index`` (their classes) and
+  ``rest`` = logsumexp(other logits) - log(C - k), the value each other logit is rebuilt to.
+
+  Each row is stored relative to its largest logit (clipped below at float16's smallest
+  value), which leaves every softmax of it, at any temperature, unchanged and keeps it within
+  float16's range."""
+  n, c = z.shape
+  z = np.maximum(z - z.max(1, keepdims=True), np.finfo(np.float16).min).astype(np.float32)
+  if k <= 0 or k >= c:
+    return z.astype(np.float16)
+  index = np.argsort(-z, axis=1, kind="stable")[:, :k]
+  values = np.take_along_axis(z, index, 1)
+  others = z.copy()
+  np.put_along_axis(others, index, -np.inf, 1)
+  m = others.max(1, keepdims=True)
+  lse = (m + np.log(np.exp(others - m).sum(1, keepdims=True)))[:, 0]
+  rows = np.empty(n, topk_dtype(k, c))
+  rows["values"], rows["index"], rows["rest"] = values, index, lse - np.log(c - k)
+  return rows
+
+
+def topk_dtype(k: int, classes: int) -> np.dtype:
+  """The row of ``encode_topk``: k float16 values, k class indices, one float32 rest."""
+  ix = "<i2" if classes <= np.iinfo(np.int16).max else "<i4"
+  return np.dtype([("values", "<f2", (k,)), ("index", ix, (k,)), ("rest", "<f4")])
+
+
+def decode(rows: np.ndarray, classes: int | None) -> np.ndarray:
+  """float32 logits [n, C] (or [n, 2, C]) of rows stored by ``encode_topk`` or as float32."""
+  if rows.dtype.names is None:
+    return rows if rows.dtype == np.float32 else rows.astype(np.float32)
+  if classes is None:
+    raise ValueError("top-k teacher logits need the number of classes to be rebuilt")
+  out = np.repeat(rows["rest"][:, None], classes, axis=1).astype(np.float32)
+  np.put_along_axis(out, rows["index"].astype(np.int64), rows["values"].astype(np.float32), 1)
+  return out
+
+
 class LogitRows:
   """Read-only rows of a ``.npy`` file written by ``write_rows``: ``rows[idx]`` (an integer array)
   reads those rows only and returns ``[len(idx), ...]``, divided by ``divisor``. Has ``shape``,
   ``ndim``, ``dtype`` and ``len``; ``np.asarray(rows)`` reads everything (small splits, tests).
   Picklable: each process opens the file on first use."""
 
-  def __init__(self, path: str, divisor: float = 1.0):
-    self.path, self.divisor = path, divisor
+  def __init__(self, path: str, divisor: float = 1.0, classes: int | None = None):
+    self.path, self.divisor, self.classes = path, divisor, classes
     with open(path, "rb") as f:
       version = np.lib.format.read_magic(f)
       read = {(1, 0): np.lib.format.read_array_header_1_0}.get(
@@ -61,14 +107,15 @@ class LogitRows:
 
   @property
   def ndim(self) -> int:
-    return len(self.shape)
+    """Dimensions of the float32 logits it returns (a top-k row stands for C logits)."""
+    return len(self.shape) + (1 if self.dtype.names else 0)
 
   def __len__(self) -> int:
     return self.shape[0]
 
   def divided_by(self, divisor: float) -> "LogitRows":
     """The same rows, divided by ``divisor`` as they are read (a teacher temperature)."""
-    return LogitRows(self.path, self.divisor * divisor)
+    return LogitRows(self.path, self.divisor * divisor, self.classes)
 
   def __getstate__(self):
     return {k: v for k, v in self.__dict__.items() if k != "_fd"} | {"_fd": None}
@@ -86,7 +133,7 @@ class LogitRows:
                       self.offset + r * self.row_bytes)  # fmt: skip
       if got != self.row_bytes:
         raise OSError(f"{self.path}: short read of row {r}")
-    out = np.frombuffer(buf, self.dtype).reshape((len(idx),) + self.row_shape)
+    out = decode(np.frombuffer(buf, self.dtype).reshape((len(idx),) + self.row_shape), self.classes)
     return out / self.divisor if self.divisor != 1.0 else out
 
   def __array__(self, dtype=None, copy=None):

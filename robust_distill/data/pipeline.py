@@ -18,7 +18,6 @@ sharded per host. The names of ``sources`` and ``augment`` are re-exported here.
 import dataclasses
 from typing import Any
 
-from absl import flags
 import grain
 import numpy as np
 
@@ -46,6 +45,8 @@ from robust_distill.data.sources import (
   subset,
   take,
 )
+from robust_distill.data.views import view_batch, view_seeds
+from robust_distill.data.workers import WorkerIterator
 
 __all__ = [
   "AUGMENTS",
@@ -71,6 +72,8 @@ __all__ = [
   "subset",
   "take",
   "train_iterator",
+  "view_batch",
+  "view_seeds",
 ]
 
 
@@ -81,17 +84,31 @@ class _Gather:
   data: dict
   augment: str
   seed: int
-  teacher_logits: Any  # None, [N_ids, C] or [N_ids, 2, C] (flip-aware), indexed by id.
+  # None; [N_ids, C] or [N_ids, 2, C] (flip-aware), indexed by id; or, for replayed
+  # random-resized crops, a list of such row sets, one per view.
+  teacher_logits: Any
   id_to_row: Any
   class_index: Any = None  # None or [C, N_c_max] rows per class (-1 padded), for the pool.
   class_counts: Any = None
   pool_size: int = 0
+  epoch_size: int = 1  # examples per epoch (the positions of the stream map to epochs)
+  views: int = 0  # rrc_flip views per example, cycled over epochs (0: a new one every epoch)
+
+  def view_of(self, batch_index: int, global_n: int, host: slice) -> np.ndarray:
+    """The view (``epoch`` or ``epoch % views``) of each of this host's rows of a batch."""
+    epoch = (int(batch_index) * global_n + np.arange(global_n)[host]) // self.epoch_size
+    return epoch % self.views if self.views else epoch
 
   def gather(self, batch_index: int, idx: np.ndarray, host: slice):
-    """This host's rows of the global batch ``idx``, augmented; returns (batch, flips)."""
+    """This host's rows of the global batch ``idx``, augmented; returns (batch, flips).
+    A random-resized crop depends on (seed, view, example id) only (``view_seeds``), so that
+    a precompute can replay it."""
     rng = np.random.default_rng([self.seed, int(batch_index)])
     global_n, idx = len(idx), idx[host]
-    seeds = [[self.seed, int(batch_index), int(j)] for j in range(global_n)[host]]
+    seeds = None
+    if self.augment == "rrc_flip":
+      ids = self.data.rows[idx] if isinstance(self.data, LazySplit) else self.data["id"][idx]
+      seeds = view_seeds(self.seed, self.view_of(batch_index, global_n, host), ids)
     if isinstance(self.data, LazySplit):
       out = self.data.take(idx, augment=self.augment, seeds=seeds)
       return out, out.pop("flip")
@@ -125,7 +142,21 @@ class _Gather:
     out, flips = self.gather(batch_index, np.asarray(idx), host)
     if self.pool_size:
       out["pool_image"] = self.pool(batch_index)
-    if self.teacher_logits is not None:
+    if isinstance(self.teacher_logits, list):  # replayed views: each row from its own view
+      rows = self.id_to_row[out["id"]]
+      view = self.view_of(batch_index, len(np.asarray(idx)), host)
+      if view.max() >= len(self.teacher_logits):
+        raise ValueError(
+          f"epoch {view.max()} needs teacher logits of view {view.max()}, but "
+          f"{len(self.teacher_logits)} views were precomputed; precompute more (data.views)"
+        )
+      t = None
+      for v in np.unique(view):
+        part = self.teacher_logits[int(v)][rows[view == v]]
+        t = np.empty((len(rows),) + part.shape[1:], part.dtype) if t is None else t
+        t[view == v] = part
+      out["teacher_logits"] = t
+    elif self.teacher_logits is not None:
       rows = self.id_to_row[out["id"]]
       t = self.teacher_logits[rows]
       if t.ndim == 3:  # flip-aware: the logits of the view this host's example shows
@@ -148,6 +179,7 @@ def train_iterator(
   class_pool: int = 0,
   num_classes: int = 0,
   workers: int = 0,
+  views: int = 0,
 ):
   """An infinite, deterministic, checkpointable iterator of this host's share of each batch.
 
@@ -166,6 +198,10 @@ def train_iterator(
   processes (grain's ``mp_prefetch``: decoding and augmentation in parallel). The batches and
   the state (``{"next_index": batches taken}``) are the same either way, so a run may resume
   with another worker count.
+
+  With ``augment='rrc_flip'`` an example's crop and flip are a function of (seed, view, id),
+  its view being the epoch (``views=0``) or the epoch modulo ``views``; ``teacher_logits`` may
+  then be a list with the logits of each view (a replayed precompute).
   """
   if augment not in AUGMENTS:
     raise ValueError(f"Unknown augment {augment!r}; valid: {list(AUGMENTS)}")
@@ -205,11 +241,12 @@ def train_iterator(
     .batch(global_batch, drop_remainder=True)
   )
   gather = _Gather(
-    data, augment, seed, teacher_logits, id_to_row, class_index, class_counts, class_pool
-  )
+    data, augment, seed, teacher_logits, id_to_row, class_index, class_counts, class_pool,
+    epoch_size=len(indices), views=views,
+  )  # fmt: skip
   ds = positions.map_with_index(_HostBatch(gather, host_rows))
   if workers > 0:
-    return _WorkerIterator(ds, workers, (state or {}).get("next_index", 0))
+    return WorkerIterator(ds, workers, (state or {}).get("next_index", 0))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)).__iter__()
   if state is not None:
     it.set_state(state)
@@ -225,30 +262,6 @@ class _HostBatch:
 
   def __call__(self, i, idx):
     return self.gather(i, np.asarray(idx), self.host)
-
-
-class _WorkerIterator:
-  """Batches ``start, start + 1, ...`` of ``ds`` built by ``workers`` processes, in order; its
-  state is the number of the next batch, as the in-process iterator's."""
-
-  def __init__(self, ds, workers: int, start: int):
-    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (a library user may not)
-      flags.FLAGS.mark_as_parsed()
-    self.next_index = int(start)
-    opts = grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)
-    rest = ds[self.next_index :]
-    self._it = rest.to_iter_dataset(grain.ReadOptions(num_threads=1)).mp_prefetch(opts).__iter__()
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    out = next(self._it)
-    self.next_index += 1
-    return out
-
-  def get_state(self) -> dict:
-    return {"next_index": self.next_index}
 
 
 def padded_batches(points: np.ndarray, batch_size: int, pad_to: int = 0):
@@ -276,12 +289,17 @@ def balanced_batches(count: int, cap: int, multiple: int) -> tuple[int, int]:
   return per, min(cap, -(-per // multiple) * multiple)
 
 
-def eval_batches(data, *, batch_size: int, limit: int = 0, host_rows: slice = slice(None)):
+def eval_batches(
+  data, *, batch_size: int, limit: int = 0, host_rows: slice = slice(None), view=None, seed=0
+):
   """Yields this host's rows (``host_rows``) of each global batch over a split, in order:
   ``image``, ``label``, ``id`` and ``valid``; the last global batch is padded with repeats of
-  the first example, which ``valid`` marks False.
+  the first example, which ``valid`` marks False. With ``view=v`` the images are view ``v`` of
+  the training augmentation 'rrc_flip' (``view_batch``, training seed ``seed``).
   Works on in-memory splits and on ``LazySplit`` s (each host decodes only its own rows).
   """
   n = split_size(data) if limit <= 0 else min(limit, split_size(data))
   for idx, valid in padded_batches(np.arange(n), batch_size):
-    yield {**take(data, idx[host_rows]), "valid": valid[host_rows]}
+    rows = idx[host_rows]
+    b = take(data, rows) if view is None else view_batch(data, rows, seed=seed, view=view)
+    yield {**b, "valid": valid[host_rows]}

@@ -101,7 +101,7 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
     data["train"],
     data["train_idx"],
     global_batch=global_batch,
-    seed=config.data.seed * 1000 + config.seed,
+    seed=C.train_seed(config),
     augment=config.data.augment,
     host_rows=parallel.host_rows(mesh, global_batch),
     teacher_logits=t_logits,
@@ -110,6 +110,7 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
     class_pool=C.class_pool_size(stage_cfg),
     num_classes=data["num_classes"],
     workers=config.data.get("workers", 0),
+    views=config.data.get("views", 0),
   )
 
   step_fn = jax.jit(
@@ -279,15 +280,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if "student" in names:
     teacher = None
     if C.needs_teacher(config.student):
-      if config.teacher.source == "online":
-        g, p, s, _ = workdir_lib.load_stage_model(config, "teacher", workdir, mesh, log=log)
-        teacher = {"graphdef": g, "params": p, "stats": s}
-      else:
-        logits, ids = teacher_lib.load_or_recompute(
-          config, workdir, data, mesh, logits_dir, log=log
-        )
-        # Divided by the temperature row by row, as the pipeline reads them.
-        teacher = {"logits": logits.divided_by(config.teacher.temperature), "ids": ids}
+      teacher = teacher_lib.for_student(config, workdir, data, mesh, logits_dir, log=log)
     train_stage(config, "student", workdir, data, mesh, teacher=teacher)
   if "eval" in names:
     results = evaluate_stage(config, "student", workdir, data["test"], mesh, log=log)

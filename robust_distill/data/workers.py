@@ -1,0 +1,29 @@
+"""Training batches built by worker processes (grain's ``mp_prefetch``), with the in-process
+iterator's state format."""
+
+from absl import flags
+import grain
+
+
+class WorkerIterator:
+  """Batches ``start, start + 1, ...`` of ``ds`` built by ``workers`` processes, in order; its
+  state is the number of the next batch, as the in-process iterator's."""
+
+  def __init__(self, ds, workers: int, start: int):
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (a library user may not)
+      flags.FLAGS.mark_as_parsed()
+    self.next_index = int(start)
+    opts = grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)
+    rest = ds[self.next_index :]
+    self._it = rest.to_iter_dataset(grain.ReadOptions(num_threads=1)).mp_prefetch(opts).__iter__()
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    out = next(self._it)
+    self.next_index += 1
+    return out
+
+  def get_state(self) -> dict:
+    return {"next_index": self.next_index}
