@@ -46,7 +46,7 @@ from robust_distill.data.sources import (
   take,
 )
 from robust_distill.data.views import view_batch, view_seeds
-from robust_distill.data.workers import WorkerIterator
+from robust_distill.data.workers import HostBatch, WorkerIterator
 
 __all__ = [
   "AUGMENTS",
@@ -244,24 +244,13 @@ def train_iterator(
     data, augment, seed, teacher_logits, id_to_row, class_index, class_counts, class_pool,
     epoch_size=len(indices), views=views,
   )  # fmt: skip
-  ds = positions.map_with_index(_HostBatch(gather, host_rows))
+  ds = positions.map_with_index(HostBatch(gather, host_rows))
   if workers > 0:
     return WorkerIterator(ds, workers, (state or {}).get("next_index", 0))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)).__iter__()
   if state is not None:
     it.set_state(state)
   return it
-
-
-@dataclasses.dataclass(frozen=True)
-class _HostBatch:
-  """(batch number, global-batch positions) -> this host's batch (picklable, for workers)."""
-
-  gather: _Gather
-  host: slice
-
-  def __call__(self, i, idx):
-    return self.gather(i, np.asarray(idx), self.host)
 
 
 def padded_batches(points: np.ndarray, batch_size: int, pad_to: int = 0):

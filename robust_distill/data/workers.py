@@ -1,8 +1,12 @@
 """Training batches built by worker processes (grain's ``mp_prefetch``), with the in-process
 iterator's state format."""
 
+import dataclasses
+from typing import Any
+
 from absl import flags
 import grain
+import numpy as np
 
 
 class WorkerIterator:
@@ -27,3 +31,14 @@ class WorkerIterator:
 
   def get_state(self) -> dict:
     return {"next_index": self.next_index}
+
+
+@dataclasses.dataclass(frozen=True)
+class HostBatch:
+  """(batch number, global-batch positions) -> this host's batch (picklable, for workers)."""
+
+  gather: Any  # pipeline._Gather
+  host: slice
+
+  def __call__(self, i, idx):
+    return self.gather(i, np.asarray(idx), self.host)
