@@ -39,7 +39,7 @@ def get_config(arg: str = ""):
   c.data.augment = "rrc_flip"
   c.data.val_size = 10000  # held out of the training split for model selection
   # JPEG decoding and random-resized crops in 16 worker processes per host (docs/launching.md:
-  # the projected step rate of a v4 host needs about a dozen; a smoke run uses at most 2).
+  # the projected step rate of a 4-chip v4 host needs about 5 such cores; a smoke run uses 2).
   c.data.workers = 16
   atk = dict(eps=EPS, step_size=EPS * 2 / 3, steps=3, objective="kl_self", init="normal")
   optim = dict(
