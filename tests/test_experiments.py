@@ -2,6 +2,8 @@
 
 import json
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +17,8 @@ from robust_distill.experiments import (
   table,
 )
 from robust_distill.experiments.study_plots import ltd_temperatures
+
+from conftest import ROOT
 
 
 @pytest.mark.slow  # a teacher, two students, their evaluations and the logit study: 2 minutes
@@ -224,3 +228,29 @@ def test_study_run_time_is_kept_per_invocation_with_its_reference(tmp_path):
   assert segments[0]["seconds"] == 5.0 and seconds == pytest.approx(
     sum(g["seconds"] for g in segments)
   )
+
+
+def test_study_run_time_survives_a_kill_at_any_instant(tmp_path):
+  """SIGKILL (no handler, no finally) loses at most one heartbeat of the invocation's time."""
+  wd = tmp_path / "wd"
+  code = (
+    "import time\n"
+    "from robust_distill.experiments import study_io\n"
+    "study_io.HEARTBEAT_SECONDS = 0.2\n"
+    f"study_io.timed(lambda: time.sleep(60), {str(wd)!r}, {{'ms': 450.0}})\n"
+  )
+  proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+  deadline = time.time() + 60
+  while time.time() < deadline:
+    f = wd / "study_time.json"
+    if f.exists() and json.loads(f.read_text())["seconds"] >= 1.0:
+      break
+    time.sleep(0.2)
+  proc.kill()
+  proc.wait()
+  kept = json.loads((wd / "study_time.json").read_text())
+  assert kept["seconds"] >= 1.0 and kept["segments"][0]["open"]
+  seconds, segments = study_io.timed(lambda: None, str(wd), {"ms": 900.0})
+  assert [g["reference"] for g in segments] == [{"ms": 450.0}, {"ms": 900.0}]
+  assert "open" not in segments[0] and segments[0]["seconds"] >= 1.0
+  assert seconds == pytest.approx(sum(g["seconds"] for g in segments))

@@ -33,6 +33,7 @@ import argparse
 import functools
 import json
 import os
+import signal
 import shutil
 import sys
 
@@ -246,6 +247,10 @@ def run(suite: str, workdir: str, out_dir: str, *, only=None, with_reference: bo
   return summary
 
 
+def _interrupt(signum, _frame):
+  raise loop.Interrupted(f"signal {signum}: stopped; the entry in progress resumes next time")
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--suite", default="fmnist_study", choices=["fmnist_study", "smoke"])
@@ -260,6 +265,9 @@ def main(argv=None):
   )
   cpu_devices.add_argument(p)
   a = p.parse_args(argv)
+  # SIGTERM outside a training stage (which turns it into a checkpoint and loop.Interrupted)
+  # exits through the same path, so that the entry in progress records its time.
+  signal.signal(signal.SIGTERM, _interrupt)
   try:
     run(
       a.suite,

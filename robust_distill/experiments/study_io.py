@@ -9,6 +9,7 @@ import re
 import resource
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -66,22 +67,49 @@ def git_commit_results(paths: list[str], message: str) -> bool:
   return subprocess.run(cmd, cwd=root, capture_output=True).returncode == 0
 
 
+HEARTBEAT_SECONDS = 30.0
+
+
 def timed(fn, wd: str, ref: dict | None) -> tuple[float, list]:
   """Runs ``fn()``; returns the seconds it took, added to those of earlier interrupted
   invocations of the same work, and the segments: one ``{"seconds", "reference"}`` per
-  invocation, ``reference`` being the reference step measured when that invocation started
-  (kept in ``wd/study_time.json`` while it runs, so that a killed run keeps its time)."""
+  invocation, ``reference`` being the reference step measured when that invocation started.
+
+  The open segment is written to ``wd/study_time.json`` every ``HEARTBEAT_SECONDS`` while
+  ``fn`` runs (marked ``"open": true``), so that an invocation killed at any instant, by any
+  signal, keeps its time to within that interval; the next invocation counts it as it stood."""
   path = os.path.join(wd, "study_time.json")
   segments = []
   if os.path.exists(path):
     with open(path) as f:
       d = json.load(f)
-    segments = d.get("segments") or [{"seconds": d["seconds"], "reference": None}]
+    segments = [
+      {k: v for k, v in g.items() if k != "open"}
+      for g in (d.get("segments") or [{"seconds": d["seconds"], "reference": None}])
+    ]
   t = time.perf_counter()
   os.makedirs(wd, exist_ok=True)
+
+  def write(is_open: bool):
+    now = segments + [{"seconds": time.perf_counter() - t, "reference": ref}]
+    if is_open:
+      now[-1]["open"] = True
+    files.write_json(path, {"seconds": sum(g["seconds"] for g in now), "segments": now})
+    return now
+
+  stop = threading.Event()
+
+  def heartbeat():
+    while not stop.wait(HEARTBEAT_SECONDS):
+      write(True)
+
+  write(True)
+  beat = threading.Thread(target=heartbeat, daemon=True)
+  beat.start()
   try:
     fn()
   finally:
-    segments.append({"seconds": time.perf_counter() - t, "reference": ref})
-    files.write_json(path, {"seconds": sum(g["seconds"] for g in segments), "segments": segments})
+    stop.set()
+    beat.join()
+    segments = write(False)
   return sum(g["seconds"] for g in segments), segments
