@@ -283,12 +283,12 @@ def load_or_recompute(config, workdir: str, data: dict, mesh, logits_dir: str, *
 
 def for_student(config, workdir: str, data: dict, mesh, logits_dir: str, *, log=print) -> dict:
   """What the student stage needs of its teacher: ``{"graphdef", "params", "stats"}`` of an
-  online teacher, or ``{"logits", "ids"}`` of a precomputed one (rows divided by the teacher's
-  temperature as they are read; a list of them, one per view, for replayed views)."""
+  online teacher, or ``{"logits", "ids"}`` of a precomputed one (a list of row sets, one per
+  view, for replayed views). Either way the teacher is the function it was trained as, its
+  logits divided by ``teacher.temperature`` once: the precompute stores them so, and the
+  online teacher's step divides them (``train.step.make_train_step``)."""
   if config.teacher.source == "online":
     g, p, s, _ = workdir_lib.load_stage_model(config, "teacher", workdir, mesh, log=log)
     return {"graphdef": g, "params": p, "stats": s}
   logits, ids = load_or_recompute(config, workdir, data, mesh, logits_dir, log=log)
-  t = config.teacher.temperature
-  div = [v.divided_by(t) for v in logits] if isinstance(logits, list) else logits.divided_by(t)
-  return {"logits": div, "ids": ids}
+  return {"logits": logits, "ids": ids}

@@ -1,5 +1,6 @@
 """The jitted train step: 8-device mesh == 1-device step; online teacher; BN models."""
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,3 +85,30 @@ def test_online_teacher_kl_models_attack():
   b.pop("teacher_logits")
   state, metrics = fn(state, {k: jnp.asarray(v) for k, v in b.items()}, jax.random.key(0), (tp, ts))
   assert np.isfinite(float(metrics["loss/kd_adv"]))
+
+
+def test_the_online_teacher_is_divided_by_its_temperature_as_the_precompute_stores_it():
+  """A teacher trained with output temperature T is the function logits / T, online and
+  precomputed alike (the precompute stores apply(..., T); the step divides online logits)."""
+  s = C.stage(
+    loss=dict(kd_clean=1.0, kd_teacher_temperature=1.0),
+    attack_cfg=C.attack(eps=0.1, step_size=0.03, steps=1, objective="ce"),
+  )
+  tg, tp, ts = nnx.split(models.build("small_cnn", width=8, hidden=32, seed=5), nnx.Param,
+                         nnx.BatchStat)  # fmt: skip
+  tx = optim.make_optimizer(s.optim, 10)
+  graphdef, state = step_lib.init_state(models.build("small_cnn", width=8, hidden=32), tx)
+  b = _batch(16)
+  x = jnp.asarray(b["image"], jnp.float32) / 255.0
+  stored = models.make_apply(tg, 2.0)(tp, ts, x, train=False)[0]  # what the precompute writes
+  online = jax.jit(step_lib.make_train_step(s, graphdef, tx, teacher_graphdef=tg,
+                                            teacher_temperature=2.0))  # fmt: skip
+  pre = jax.jit(step_lib.make_train_step(s, graphdef, tx))
+  b.pop("teacher_logits")
+  batch = {k: jnp.asarray(v) for k, v in b.items()}
+  _, m_online = online(state, batch, jax.random.key(0), (tp, ts))
+  _, m_pre = pre(state, {**batch, "teacher_logits": stored}, jax.random.key(0), None)
+  np.testing.assert_allclose(m_online["loss/kd_clean"], m_pre["loss/kd_clean"], rtol=1e-5)
+  one = jax.jit(step_lib.make_train_step(s, graphdef, tx, teacher_graphdef=tg))
+  _, m_t1 = one(state, batch, jax.random.key(0), (tp, ts))
+  assert abs(float(m_t1["loss/kd_clean"]) - float(m_online["loss/kd_clean"])) > 1e-4

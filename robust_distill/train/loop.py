@@ -119,6 +119,7 @@ def train_stage(config, name: str, workdir: str, data: dict, mesh, *, teacher=No
       graphdef,
       tx,
       teacher_graphdef=teacher["graphdef"] if online else None,
+      teacher_temperature=config.teacher.temperature,
       steps_per_epoch=steps_per_epoch,
     ),
     donate_argnums=(0,),

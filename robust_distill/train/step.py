@@ -59,17 +59,22 @@ def awp_perturbation(params, grads, *, gamma: float, proxy_lr: float):
   return jax.tree.map(one, params, grads)
 
 
-def make_train_step(stage_cfg, graphdef, tx, *, teacher_graphdef=None, steps_per_epoch: int = 1):
+def make_train_step(stage_cfg, graphdef, tx, *, teacher_graphdef=None, steps_per_epoch: int = 1,
+                    teacher_temperature: float = 1.0):  # fmt: skip
   """Builds ``step(state, batch, rng, teacher_vars) -> (state, metrics)`` (not yet jitted).
 
   ``state`` = ``{"params", "stats", "opt", "step"}``; ``batch`` = ``{"image": uint8 NHWC,
   "label", optional "teacher_logits", "pool_image"}``; ``teacher_vars`` = ``(params, stats)``
-  of an online teacher or ``None``. With ``stage_cfg.awp.gamma > 0`` the gradient is taken at
+  of an online teacher or ``None``. The teacher is the function it was trained as: its
+  logits divided by ``teacher_temperature`` (its stage's fixed output temperature), as the
+  precompute stores them. With ``stage_cfg.awp.gamma > 0`` the gradient is taken at
   the AWP-perturbed weights (from epoch ``awp.warmup_epochs`` on) and applied to the
   unperturbed weights.
   """
   apply = make_apply(graphdef, stage_cfg.temperature)
-  teacher_apply = make_apply(teacher_graphdef) if teacher_graphdef is not None else None
+  teacher_apply = (
+    make_apply(teacher_graphdef, teacher_temperature) if teacher_graphdef is not None else None
+  )
   loss_cfg = stage_cfg.loss
   if not terms.active_terms(loss_cfg):
     raise ValueError("the stage's loss has no term with a non-zero weight")
