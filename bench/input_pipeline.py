@@ -116,17 +116,14 @@ def main(argv=None):
   print("\n" + table)
   os.remove(path)
   if a.json:
-    meta = {
-      "command": "python bench/input_pipeline.py "
-      + " ".join(argv if argv is not None else sys.argv[1:]),
-      "date": time.strftime("%Y-%m-%d"),
-      "commit": benchutil.git_commit(),
-      "cpus": os.cpu_count(),
-      "records": a.records,
-      "mean_record_bytes": round(mean),
-      "host_batch": a.batch,
-      "batches": a.batches,
-    }
+    meta = benchutil.meta(
+      argv,
+      cpus=os.cpu_count(),
+      records=a.records,
+      mean_record_bytes=round(mean),
+      host_batch=a.batch,
+      batches=a.batches,
+    )
     with open(a.json, "w") as f:
       json.dump({"meta": meta, "rows": rows, "markdown": table}, f, indent=1)
 

@@ -114,16 +114,13 @@ def main(argv=None):
   table = "\n".join(lines)
   print("\n" + table)
   if a.json:
-    meta = {
-      "command": "python bench/logit_join.py "
-      + " ".join(argv if argv is not None else sys.argv[1:]),
-      "date": time.strftime("%Y-%m-%d"),
-      "commit": benchutil.git_commit(),
-      "classes": a.classes,
-      "hosts": a.hosts,
-      "batches": a.batches,
-      "global_batch": 512,
-    }
+    meta = benchutil.meta(
+      argv,
+      classes=a.classes,
+      hosts=a.hosts,
+      batches=a.batches,
+      global_batch=512,
+    )
     with open(a.json, "w") as f:
       json.dump({"meta": meta, "rows": rows, "markdown": table}, f, indent=1)
 

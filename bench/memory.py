@@ -161,14 +161,12 @@ def main(argv=None):
   fsdp_table = "\n".join(fsdp_lines)
   print("\n" + fsdp_table)
   if a.json:
-    meta = {
-      "command": "python bench/memory.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-      "date": time.strftime("%Y-%m-%d"),
-      "commit": benchutil.git_commit(),
-      "backend": jax.default_backend(),
-      "step": f"LTD (ltd_trades.py:cifar10), {a.student} <- {a.teacher} online, batch {a.batch}",
-      "note": "compiled, not run: XLA's buffer assignment for this backend",
-    }
+    meta = benchutil.meta(
+      argv,
+      backend=jax.default_backend(),
+      step=f"LTD (ltd_trades.py:cifar10), {a.student} <- {a.teacher} online, batch {a.batch}",
+      note="compiled, not run: XLA's buffer assignment for this backend",
+    )
     with open(a.json, "w") as f:
       json.dump(
         {

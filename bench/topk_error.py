@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -71,15 +70,12 @@ def main(argv=None):
   table = "\n".join(lines)
   print("\n" + table)
   if a.json:
-    meta = {
-      "command": "python bench/topk_error.py "
-      + " ".join(argv if argv is not None else sys.argv[1:]),
-      "date": time.strftime("%Y-%m-%d"),
-      "commit": benchutil.git_commit(),
-      "teacher": a.workdir,
-      "images": int(len(z)),
-      "classes": classes,
-    }
+    meta = benchutil.meta(
+      argv,
+      teacher=a.workdir,
+      images=int(len(z)),
+      classes=classes,
+    )
     with open(a.json, "w") as f:
       json.dump({"meta": meta, "rows": rows, "markdown": table}, f, indent=1)
 
