@@ -12,8 +12,10 @@ time, into one file (``rows.npy``, with ``rows_ids.npy``); it returns ``(rows, i
 ``rows`` (``data.logit_rows.LogitRows``) reads only the rows a batch asks for. The input pipeline
 looks rows up by id, whatever their order, and no host ever holds all the logits.
 
-Precomputed logits are only valid when the teacher's view of an example is deterministic: the
-config check refuses random crops with a precomputed teacher (use ``teacher.source='online'``).
+Precomputed logits are only valid when the teacher's view of an example is known in advance:
+with 'rrc_flip' the precompute replays every view the student will see (``view_dirs``); the
+config check refuses the other random crops with a precomputed teacher (use
+``teacher.source='online'``).
 """
 
 import functools
