@@ -146,6 +146,7 @@ def shrink_to_smoke(c, *, mock_examples: int = 256):
   c.data.mock_examples = mock_examples
   for s in (c.teacher, c.student):
     s.optim.epochs = 1
+    s.val_every_epochs = 1.0
     s.batch_size = 64
     s.attack.steps = min(s.attack.steps, 2)
     s.model_kwargs = dict(width=8, hidden=32)

@@ -87,8 +87,13 @@ def load_stage_model(config, name: str, workdir: str, mesh, *, which: str = "bes
   )
   stage_cfg = config[name]
   shape, num_classes = pipeline.geometry(config.dataset, config.data.mock_like)
-  model = build_model(stage_cfg, num_classes, shape, config.seed)
-  graphdef, state = step_lib.init_state(model, optim.make_optimizer(stage_cfg.optim, 1))
+  # Shapes only: the checkpoint overwrites every value, so nothing is initialised or compiled.
+  graphdef, state = jax.eval_shape(
+    lambda: step_lib.init_state(
+      build_model(stage_cfg, num_classes, shape, config.seed),
+      optim.make_optimizer(stage_cfg.optim, 1),
+    )
+  )
   abstract = ckpt_lib.abstract(state, parallel.state_sharding(state, mesh))
   if not any(os.path.isdir(os.path.join(sdir, d)) for d in ("ckpt", "ckpt_best")):
     raise FileNotFoundError(f"no checkpoint of stage {name!r} in {sdir}; train it first")
@@ -123,7 +128,14 @@ class RestoredModel:
     self.module.eval()
 
   def __call__(self, x):
-    return self.module(jnp.asarray(x, jnp.float32)) / self.temperature
+    graphdef, state = nnx.split(self.module)  # at call time: edits to ``module`` take effect
+    return _forward(graphdef, state, jnp.asarray(x, jnp.float32)) / self.temperature
+
+
+@jax.jit
+def _forward(graphdef, state, x):
+  """The module's forward as one compiled program (eagerly, every operation compiles alone)."""
+  return nnx.merge(graphdef, state)(x)
 
 
 def default_stage(workdir: str) -> str:
