@@ -43,21 +43,9 @@ def _chunk(out_dir: str, i: int, host: int) -> str:
   return os.path.join(out_dir, f"chunk_{i:06d}_p{host:03d}.npz")
 
 
-def precompute(
-  apply,
-  params,
-  stats,
-  data,
-  out_dir: str,
-  mesh,
-  *,
-  batch_size: int,
-  flip_aware: bool = False,
-  view: int | None = None,
-  seed: int = 0,
-  topk: int = 0,
-  log=print,
-) -> None:
+def precompute(apply, params, stats, data, out_dir: str, mesh, *, batch_size: int,
+               flip_aware: bool = False, view: int | None = None, seed: int = 0, topk: int = 0,
+               log=print) -> None:  # fmt: skip
   """Writes ``out_dir/chunk_*.npz`` files and ``out_dir/done.json`` (idempotent).
 
   ``view=None``: the teacher sees each example as it is, and its float32 logits are stored.
@@ -262,13 +250,21 @@ def view_dirs(config, logits_dir: str) -> list[tuple[int | None, str]]:
 def load_or_recompute(config, workdir: str, data: dict, mesh, logits_dir: str, *, log=print):
   """The precomputed ``(rows, ids)`` (``load``), or ``([rows of each view], ids)`` for replayed
   views; chunks lost since the precompute are recomputed first."""
-  views, ids = [], None
+  try:
+    return _load_views(config, data, logits_dir, log)
+  except PrecomputeIncomplete:  # one teacher load recomputes the missing chunks of every view
+    run_stage(config, workdir, data, mesh, logits_dir, log=log)
+    return _load_views(config, data, logits_dir, log)
+
+
+def _load_views(config, data: dict, logits_dir: str, log):
+  views, ids, incomplete = [], None, []
   for view, out_dir in view_dirs(config, logits_dir):
-    try:
+    try:  # every view is checked (and a broken one set aside) before any recompute
       rows, v_ids = load(out_dir, num_classes=data["num_classes"], log=log)
-    except PrecomputeIncomplete:
-      run_stage(config, workdir, data, mesh, logits_dir, log=log)
-      rows, v_ids = load(out_dir, num_classes=data["num_classes"], log=log)
+    except PrecomputeIncomplete as e:
+      incomplete.append(e)
+      continue
     if ids is not None and not np.array_equal(ids, v_ids):
       raise ValueError(f"{out_dir} holds other examples than view 0; delete {logits_dir}")
     views.append(rows)
@@ -280,6 +276,8 @@ def load_or_recompute(config, workdir: str, data: dict, mesh, logits_dir: str, *
         f"teacher.flip_aware={config.teacher.flip_aware}: use another workdir, or move that "
         "folder away and rerun to precompute again"
       )
+  if incomplete:
+    raise incomplete[0]
   return (views if C.replay_views(config) else views[0]), ids
 
 

@@ -82,22 +82,17 @@ def decode(rows: np.ndarray, classes: int | None) -> np.ndarray:
 
 class LogitRows:
   """Read-only rows of a ``.npy`` file written by ``write_rows``: ``rows[idx]`` (an integer array)
-  reads those rows only and returns ``[len(idx), ...]``, divided by ``divisor``. Has ``shape``,
+  reads those rows only and returns them as float32 logits ``[len(idx), ...]``. Has ``shape``,
   ``ndim``, ``dtype`` and ``len``; ``np.asarray(rows)`` reads everything (small splits, tests).
   Picklable: each process opens the file on first use."""
 
-  def __init__(self, path: str, divisor: float = 1.0, classes: int | None = None):
-    self.path, self.divisor, self.classes = path, divisor, classes
-    with open(path, "rb") as f:
-      version = np.lib.format.read_magic(f)
-      read = {(1, 0): np.lib.format.read_array_header_1_0}.get(
-        version, np.lib.format.read_array_header_2_0
-      )
-      shape, fortran, dtype = read(f)
-      self.offset = f.tell()
-    if fortran:
+  def __init__(self, path: str, classes: int | None = None):
+    self.path, self.classes = path, classes
+    header = np.load(path, mmap_mode="r")  # maps the file: reads the header, no rows
+    if header.flags.f_contiguous and header.ndim > 1 and not header.flags.c_contiguous:
       raise ValueError(f"{path}: Fortran-ordered arrays are not supported")
-    self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+    self.shape, self.dtype, self.offset = tuple(header.shape), header.dtype, int(header.offset)
+    del header
     self.row_shape = self.shape[1:]
     self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
     expected = self.offset + self.shape[0] * self.row_bytes
@@ -112,10 +107,6 @@ class LogitRows:
 
   def __len__(self) -> int:
     return self.shape[0]
-
-  def divided_by(self, divisor: float) -> "LogitRows":
-    """The same rows, divided by ``divisor`` as they are read (a teacher temperature)."""
-    return LogitRows(self.path, self.divisor * divisor, self.classes)
 
   def __getstate__(self):
     return {k: v for k, v in self.__dict__.items() if k != "_fd"} | {"_fd": None}
@@ -133,8 +124,9 @@ class LogitRows:
                       self.offset + r * self.row_bytes)  # fmt: skip
       if got != self.row_bytes:
         raise OSError(f"{self.path}: short read of row {r}")
-    out = decode(np.frombuffer(buf, self.dtype).reshape((len(idx),) + self.row_shape), self.classes)
-    return out / self.divisor if self.divisor != 1.0 else out
+    return decode(
+      np.frombuffer(buf, self.dtype).reshape((len(idx),) + self.row_shape), self.classes
+    )
 
   def __array__(self, dtype=None, copy=None):
     a = self[np.arange(self.shape[0])]

@@ -99,16 +99,16 @@ class _Gather:
     epoch = (int(batch_index) * global_n + np.arange(global_n)[host]) // self.epoch_size
     return epoch % self.views if self.views else epoch
 
-  def gather(self, batch_index: int, idx: np.ndarray, host: slice):
+  def gather(self, batch_index: int, idx: np.ndarray, host: slice, view: np.ndarray):
     """This host's rows of the global batch ``idx``, augmented; returns (batch, flips).
-    A random-resized crop depends on (seed, view, example id) only (``view_seeds``), so that
-    a precompute can replay it."""
+    A random-resized crop depends on (seed, ``view``, example id) only (``view_seeds``), so
+    that a precompute can replay it."""
     rng = np.random.default_rng([self.seed, int(batch_index)])
     global_n, idx = len(idx), idx[host]
     seeds = None
     if self.augment == "rrc_flip":
       ids = self.data.rows[idx] if isinstance(self.data, LazySplit) else self.data["id"][idx]
-      seeds = view_seeds(self.seed, self.view_of(batch_index, global_n, host), ids)
+      seeds = view_seeds(self.seed, view, ids)
     if isinstance(self.data, LazySplit):
       out = self.data.take(idx, augment=self.augment, seeds=seeds)
       return out, out.pop("flip")
@@ -139,12 +139,13 @@ class _Gather:
   def __call__(
     self, batch_index: int, idx: np.ndarray, host: slice = slice(None)
   ) -> dict[str, np.ndarray]:
-    out, flips = self.gather(batch_index, np.asarray(idx), host)
+    idx = np.asarray(idx)
+    view = self.view_of(batch_index, len(idx), host)
+    out, flips = self.gather(batch_index, idx, host, view)
     if self.pool_size:
       out["pool_image"] = self.pool(batch_index)
     if isinstance(self.teacher_logits, list):  # replayed views: each row from its own view
       rows = self.id_to_row[out["id"]]
-      view = self.view_of(batch_index, len(np.asarray(idx)), host)
       if view.max() >= len(self.teacher_logits):
         raise ValueError(
           f"epoch {view.max()} needs teacher logits of view {view.max()}, but "
