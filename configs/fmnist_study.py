@@ -100,6 +100,9 @@ ENTRIES = {
     "rslad", 1, "ablation", "RSLAD, KL reduction batchmean",
     "student.loss.kd_reduction=batchmean",
   ),
+  "ard_batchmean": (  # ARD uses the same reduction; its gap to PGD-AT is larger still
+    "ard", 1, "ablation", "ARD, KL reduction batchmean", "student.loss.kd_reduction=batchmean",
+  ),
   # Distillation from manipulated non-max logits (no attacks: cheap), 2 seeds each.
   "lm_none": ("logit_manipulation", 2, "logit", "clean-only KD from the AT teacher", ""),
   "lm_shuffle": (
