@@ -59,9 +59,10 @@ def smoke():
 def trained_workdir():
   """``(workdir, eval results)`` of one uninterrupted smoke pipeline (teacher -> precompute ->
   student -> eval with AutoAttack and its checks), trained once per test session and shared by
-  every test that only needs a trained run (xdist workers take turns through a file lock; the
-  tests that use it are grouped on one worker by ``xdist_group("trained")``). Read it only:
-  a test that writes copies it first (``shutil.copytree``)."""
+  every test that only needs a trained run (the first xdist worker to need it trains it under a
+  file lock, the other waits for it; the ``xdist_group("trained")`` marks would put these tests
+  on one worker only under ``--dist loadgroup``, which made the suite slower, so tests/run.sh
+  does not use it). Read it only: a test that writes copies it first (``shutil.copytree``)."""
   from robust_distill.train import loop  # noqa: PLC0415 (only the sessions that need it train)
 
   shared = os.environ["ROBUST_DISTILL_TEST_SHARED"]
