@@ -98,21 +98,21 @@ def test_entry_points_set_the_host_devices_before_anything_imports_jax():
   assert {"robust_distill.main", "robust_distill.eval.__main__"} <= set(entries), entries
   for mod in entries:
     parents = [mod.rsplit(".", k)[0] for k in range(mod.count("."), 0, -1)]
+    # One process per entry point: its parents are imported first (JAX must not come with
+    # them), then the entry point itself, which must expose the requested device count.
     code = (
       "import importlib, sys\n"
       f"for p in {parents!r}: importlib.import_module(p)\n"
-      "print('jax' in sys.modules)"
+      "print('jax' in sys.modules, flush=True)\n"
+      f"sys.argv = ['x', '--host_devices=3']; import {mod}; import jax\n"
+      "print(jax.device_count())"
     )
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=120)  # fmt: skip
-    assert r.stdout.strip() == "False", (mod, parents, r.stdout, r.stderr[-500:])
-    # And the entry point then exposes the requested count.
-    code = f"import sys; sys.argv = ['x', '--host_devices=3']; import {mod}; import jax; "
-    code += "print(jax.device_count())"
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=120)  # fmt: skip
-    assert r.stdout.strip().splitlines()[-1:] == ["3"], (mod, r.stdout[-500:], r.stderr[-500:])
+    lines = r.stdout.strip().splitlines()
+    assert lines[:1] == ["False"], (mod, parents, r.stdout, r.stderr[-500:])
+    assert lines[-1:] == ["3"], (mod, r.stdout[-500:], r.stderr[-500:])
 
 
 def test_the_cycle_finder_finds_cycles():
