@@ -258,12 +258,12 @@ def load_or_recompute(config, workdir: str, data: dict, mesh, logits_dir: str, *
 
 
 def _load_views(config, data: dict, logits_dir: str, log):
-  views, ids, incomplete = [], None, []
+  views, ids, incomplete = [], None, None
   for view, out_dir in view_dirs(config, logits_dir):
     try:  # every view is checked (and a broken one set aside) before any recompute
       rows, v_ids = load(out_dir, num_classes=data["num_classes"], log=log)
     except PrecomputeIncomplete as e:
-      incomplete.append(e)
+      incomplete = incomplete or e  # the first is raised once every view is checked
       continue
     if ids is not None and not np.array_equal(ids, v_ids):
       raise ValueError(f"{out_dir} holds other examples than view 0; delete {logits_dir}")
@@ -276,8 +276,8 @@ def _load_views(config, data: dict, logits_dir: str, log):
         f"teacher.flip_aware={config.teacher.flip_aware}: use another workdir, or move that "
         "folder away and rerun to precompute again"
       )
-  if incomplete:
-    raise incomplete[0]
+  if incomplete is not None:
+    raise incomplete
   return (views if C.replay_views(config) else views[0]), ids
 
 

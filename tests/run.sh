@@ -4,6 +4,10 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 bash launch/setup.sh test
+# The suite starts hundreds of Python processes, and many import modules (of JAX, Orbax, TFDS)
+# that the set-up's warm-up does not reach. Python's default is to cache their bytecode on first
+# import; a machine that sets PYTHONDONTWRITEBYTECODE would have every process compile them again.
+unset PYTHONDONTWRITEBYTECODE
 # The formatter and the linter first: zero findings, or CI fails here.
 .venv/bin/ruff format --check --quiet .
 .venv/bin/ruff check --quiet .

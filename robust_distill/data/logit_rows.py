@@ -89,7 +89,7 @@ class LogitRows:
   def __init__(self, path: str, classes: int | None = None):
     self.path, self.classes = path, classes
     header = np.load(path, mmap_mode="r")  # maps the file: reads the header, no rows
-    if header.flags.f_contiguous and header.ndim > 1 and not header.flags.c_contiguous:
+    if np.isfortran(header):
       raise ValueError(f"{path}: Fortran-ordered arrays are not supported")
     self.shape, self.dtype, self.offset = tuple(header.shape), header.dtype, int(header.offset)
     del header

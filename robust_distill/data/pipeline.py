@@ -140,7 +140,8 @@ class _Gather:
     self, batch_index: int, idx: np.ndarray, host: slice = slice(None)
   ) -> dict[str, np.ndarray]:
     idx = np.asarray(idx)
-    view = self.view_of(batch_index, len(idx), host)
+    replayed = self.augment == "rrc_flip" or isinstance(self.teacher_logits, list)
+    view = self.view_of(batch_index, len(idx), host) if replayed else None
     out, flips = self.gather(batch_index, idx, host, view)
     if self.pool_size:
       out["pool_image"] = self.pool(batch_index)
