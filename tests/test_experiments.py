@@ -254,3 +254,19 @@ def test_study_run_time_survives_a_kill_at_any_instant(tmp_path):
   assert [g["reference"] for g in segments] == [{"ms": 450.0}, {"ms": 900.0}]
   assert "open" not in segments[0] and segments[0]["seconds"] >= 1.0
   assert seconds == pytest.approx(sum(g["seconds"] for g in segments))
+
+
+def test_runs_that_degraded_after_their_best_checkpoint_are_named():
+  def run(robust):
+    return {"seed": 3, "curves": {"val": [[0.5 * (i + 1), 0.8, r] for i, r in enumerate(robust)]}}
+
+  # MART's shape in the study: best at epoch 1, chance afterwards.
+  x = study_report.early_best("mart", run([0.60, 0.647, 0.099, 0.108]))
+  assert x == {"entry": "mart", "seed": 3, "epoch": 1.0, "epochs": 2.0,
+               "best": pytest.approx(64.7), "final": pytest.approx(10.8)}  # fmt: skip
+  # A drop within a point (validation noise) or a best at the end is not named.
+  assert study_report.early_best("a", run([0.60, 0.70, 0.695])) is None
+  assert study_report.early_best("a", run([0.60, 0.70, 0.72])) is None
+  assert study_report.early_best("a", run([])) is None
+  # The first of equal maxima is the evaluated one (the loop keeps strict gains only).
+  assert study_report.early_best("a", run([0.70, 0.70, 0.50]))["epoch"] == 0.5

@@ -117,6 +117,18 @@ def markdown(a: dict, meta: dict, name: str) -> str:
         f"{_pct(r['cw_acc'], r['cw_acc_std'])} | {aa} | {vf} | "
         f"{'ok' if r['checks_ok'] else 'FLAG'} | {r['minutes']:.1f} |"
       )
+  lab = {r["entry"]: r["label"] for r in a["rows"]}
+  if a.get("early_best"):
+    L += [
+      "",
+      "Each run is evaluated at its best checkpoint by validation PGD-10. Runs that ended more "
+      "than a point under that best (their figures are the earlier checkpoint's):",
+      "",
+    ] + [
+      f"* {lab[x['entry']]} seed {x['seed']}: best at epoch {x['epoch']:g} of {x['epochs']:g} "
+      f"({x['best']:.2f}% validation PGD-10; {x['final']:.2f}% at the end)."
+      for x in a["early_best"]
+    ]
   if a["stats"]:
     L += [
       "",
