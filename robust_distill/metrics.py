@@ -4,9 +4,29 @@ progress lines with images/s and ETA."""
 import json
 import math
 import os
+import sys
 import time
 
 import jax
+
+
+def _summary_writer():
+  """tensorboardX's ``SummaryWriter``, imported without PyTorch.
+
+  tensorboardX imports PyTorch at import time whenever it is installed (to accept its tensors),
+  which costs a process 1-2 s and loads a second threading runtime beside XLA's. Only floats are
+  logged here, so while tensorboardX is imported ``import torch`` fails for it (unless PyTorch
+  is already loaded); afterwards PyTorch imports normally. Deferred: only the process that
+  writes logs loads tensorboardX."""
+  block = "torch" not in sys.modules
+  if block:
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError
+  try:
+    from tensorboardX import SummaryWriter  # noqa: PLC0415 (deferred; see the docstring)
+  finally:
+    if block:
+      del sys.modules["torch"]
+  return SummaryWriter
 
 
 class Writer:
@@ -21,10 +41,7 @@ class Writer:
     self.tb = None
     if self.active:
       os.makedirs(logdir, exist_ok=True)
-      # Deferred: tensorboardX is loaded only by the process that writes logs.
-      from tensorboardX import SummaryWriter  # noqa: PLC0415
-
-      self.tb = SummaryWriter(os.path.join(logdir, "tb"), flush_secs=10)
+      self.tb = _summary_writer()(os.path.join(logdir, "tb"), flush_secs=10)
 
   def write(self, step: int, scalars: dict) -> None:
     if not self.active:

@@ -291,3 +291,19 @@ def test_cw_on_a_prefix_gives_the_figures_of_the_one_pass_evaluation(full_copy):
   want = evaluate_stage(prefix, "student", wd, test, mesh, log=lambda s: None)
   assert got["cw_acc"] == want["cw_acc"] and want["cw_n"] == want["n"] == 128
   assert "(first 128 test points)" in report.table(got)
+
+
+def test_the_metrics_writer_does_not_load_pytorch(tmp_path):
+  # tensorboardX imports PyTorch whenever it is installed (as in the test set-up): a training
+  # process would pay 1-2 s for it. The writer keeps it out, and PyTorch still imports after.
+  code = (
+    "import sys\nfrom robust_distill import metrics\n"
+    f"w = metrics.Writer({str(tmp_path)!r}); w.write(1, {{'loss': 0.5}}); w.close()\n"
+    "assert 'tensorboardX' in sys.modules and 'torch' not in sys.modules\n"
+    "import torch; print(torch.tensor([1.0]).sum().item())\n"
+  )
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0 and out.stdout.strip() == "1.0", out.stderr[-2000:]
+  acc = EventAccumulator(str(tmp_path / "tb"))
+  acc.Reload()
+  assert [e.value for e in acc.Scalars("loss")] == [0.5]

@@ -80,6 +80,11 @@ def _teacher(out: str, kind: str) -> dict | None:
   return t
 
 
+# Baselines a distilled entry is also compared with: LTD's AWP form against AWP, the other
+# baseline that perturbs the weights (AT-AWP here; the paper's base, TRADES-AWP, is not run).
+EXTRA_BASELINES = {"ltd_awp": ("awp",)}
+
+
 def early_best(entry: str, run: dict, drop: float = 1.0) -> dict | None:
   """Where a run ended more than ``drop`` points of validation PGD-10 under its best (the
   checkpoint that is evaluated: the first maximum, as the training loop keeps strict gains):
@@ -134,7 +139,7 @@ def analyse(plan, out: str, entries: dict) -> dict:
   for r in rows:
     if r["group"] not in ("distilled", "ablation", "logit"):
       continue
-    for ref in ("pgd_at", "trades"):
+    for ref in ("pgd_at", "trades") + EXTRA_BASELINES.get(r["entry"], ()):
       if ref not in entries:
         continue
       n = min(r["autoattack_n"], by[ref]["autoattack_n"])
