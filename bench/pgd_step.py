@@ -39,6 +39,23 @@ from torch import nn
 from robust_distill import config as C, models, parallel
 from robust_distill.train import optim, step as S
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchutil  # noqa: E402
+
+# What decides the instruction set each side uses: XLA's cap (--xla_cpu_max_isa in XLA_FLAGS),
+# oneDNN's and ATen's. Capping both at AVX2 on an AVX-512 machine measures the AVX2 code paths.
+ISA_ENV = ("XLA_FLAGS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def isa() -> dict:
+  """The instruction-set settings in effect, and the CPU's model name."""
+  cpu = ""
+  if os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo") as f:
+      cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+  return {"cpu": cpu, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+          **{k: os.environ.get(k, "") for k in ISA_ENV}}  # fmt: skip
+
 
 def parse():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -165,6 +182,7 @@ def main():
   print(f"  JAX    ({jdesc}): {med['jax'] * 1e3:8.1f} ms")
   print(f"  PyTorch ({tdesc}): {med['torch'] * 1e3:8.1f} ms")
   print(f"  speed ratio PyTorch time / JAX time = {ratio:.2f}")
+  print(f"  instruction sets: {isa()}")
   if args.json:
     with open(args.json, "w") as f:
       json.dump(
@@ -178,6 +196,8 @@ def main():
           "jax": jdesc,
           "torch": tdesc,
           "times": times,
+          "isa": isa(),
+          **benchutil.meta(),
         },
         f,
         indent=1,
