@@ -270,3 +270,12 @@ def test_runs_that_degraded_after_their_best_checkpoint_are_named():
   assert study_report.early_best("a", run([])) is None
   # The first of equal maxima is the evaluated one (the loop keeps strict gains only).
   assert study_report.early_best("a", run([0.70, 0.70, 0.50]))["epoch"] == 0.5
+
+
+def test_an_ablation_is_also_compared_with_its_full_methods_run_of_the_same_seed():
+  full = [{"seed": s, "autoattack_points": p} for s, p in ((0, "1100"), (1, "1111"), (2, "1110"))]
+  abl = [{"seed": 0, "autoattack_points": "1110"}]
+  mine, theirs = R.same_seeds(abl, full)
+  assert [r["seed"] for r in mine] == [r["seed"] for r in theirs] == [0]
+  assert R.seed_points(theirs, 4).mean() == 0.5  # seed 0 alone, not the seeds' mean
+  assert R.same_seeds(abl, full[1:]) == ([], [])  # no common seed

@@ -150,14 +150,22 @@ def markdown(a: dict, meta: dict, name: str) -> str:
       "",
       "## Ablations against their full method (AutoAttack on the same points)",
       "",
-      "| ablation | full method | points | ablation AA | full AA | diff [95%] |",
-      "|---|---|---|---|---|---|",
+      "'Full AA' and its difference average each point over all of the full method's seeds; "
+      "where it has more seeds than the ablation, 'same seed' compares with its run of the "
+      "ablation's seed only (same initialisation and data order). Neither interval includes "
+      "the spread between seeds.",
+      "",
+      "| ablation | full method | points | ablation AA | full AA | diff [95%] | same seed: "
+      "full AA, diff [95%] |",
+      "|---|---|---|---|---|---|---|",
     ]
     lab = {r["entry"]: r["label"] for r in a["rows"]}
     for x in a["ablation"]:
+      ss = x.get("same_seed")
+      same = f"{ss['full_aa']:.2f}, {_iv(ss['diff'])}" if ss else "-"
       L.append(
         f"| {lab[x['entry']]} | {lab[x['full']]} | {x['n']} | {x['aa']:.2f} | "
-        f"{x['full_aa']:.2f} | {_iv(x['diff'])} |"
+        f"{x['full_aa']:.2f} | {_iv(x['diff'])} | {same} |"
       )
   L += ["", "## Plots", ""] + [f"![{p}]({name}/{p})" for p in meta["plots"]]
   L += [

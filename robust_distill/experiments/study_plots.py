@@ -3,6 +3,8 @@ against LTD's teacher temperature, and the clean/robust trade-off with the TRADE
 
 import os
 
+import numpy as np
+
 from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
 
 from robust_distill.experiments.study_plan import parse_overrides
@@ -50,13 +52,24 @@ def plots(a: dict, entries: dict, out: str) -> list:
   # AutoAttack accuracy against the teacher temperature (LTD), on the ablations' points.
   taus = ltd_temperatures(entries)
   n = min((entries[k][0]["autoattack_n"] for _, k in taus), default=0)
-  pts = [(tau, 100 * seed_points(entries[k], n).mean()) for tau, k in taus]
-  if pts:
-    fig = Figure(figsize=(5, 4))
+  if taus:
+    fig = Figure(figsize=(5.5, 4))
     ax = fig.subplots()
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+    # Seed 0 at every temperature (the ablations run it alone), and the mean of all seeds where
+    # a temperature has several: a mean beside single runs would look like a peak.
+    s0 = [
+      (t, 100 * seed_points([r], n).mean()) for t, k in taus for r in entries[k] if r["seed"] == 0
+    ]
+    ax.plot([p[0] for p in s0], [p[1] for p in s0], marker="o", label="seed 0")
+    many = [(t, entries[k]) for t, k in taus if len(entries[k]) > 1]
+    for t, runs in many:
+      accs = [100 * seed_points([r], n).mean() for r in runs]
+      ax.errorbar([t], [np.mean(accs)], yerr=[np.std(accs)], fmt="s", capsize=4, color="C1",
+                  label=f"mean ± std of {len(runs)} seeds")  # fmt: skip
     ax.set(xscale="log", xlabel="teacher temperature tau_T",
            ylabel=f"AutoAttack accuracy (%), first {n} points", title="LTD: tau_T")  # fmt: skip
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     fig.savefig(os.path.join(out, "ltd_autoattack_by_tau.png"), dpi=100)
     names.append("ltd_autoattack_by_tau.png")
   # Clean against AutoAttack accuracy, with the TRADES frontier.

@@ -21,6 +21,7 @@ from robust_distill.experiments.study_stats import (
   curves,
   frontier_at,
   load_entries,
+  same_seeds,
   seed_points,
   summarize,
   welch,
@@ -155,8 +156,14 @@ def analyse(plan, out: str, entries: dict) -> dict:
     if r["group"] == "ablation" and p in entries:
       n = min(r["autoattack_n"], by[p]["autoattack_n"])
       a, b = seed_points(entries[r["entry"]], n), seed_points(entries[p], n)
-      ablation.append({"entry": r["entry"], "full": p, "n": n, "aa": 100 * a.mean(),
-                       "full_aa": 100 * b.mean(), "diff": bootstrap_diff(a, b)})  # fmt: skip
+      x = {"entry": r["entry"], "full": p, "n": n, "aa": 100 * a.mean(), "full_aa": 100 * b.mean(),
+           "diff": bootstrap_diff(a, b), "same_seed": None}  # fmt: skip
+      mine, theirs = same_seeds(entries[r["entry"]], entries[p])
+      if mine and len(theirs) < len(entries[p]):  # the full method has other seeds as well
+        a, b = seed_points(mine, n), seed_points(theirs, n)
+        x["same_seed"] = {"seeds": [t["seed"] for t in theirs], "full_aa": float(100 * b.mean()),
+                          "diff": bootstrap_diff(a, b)}  # fmt: skip
+      ablation.append(x)
   refs = [
     s["reference"] for r in rows for s in r["per_seed"] if (s.get("reference") or {}).get("ms")
   ]

@@ -163,6 +163,14 @@ def seed_points(runs: list, n: int) -> np.ndarray:
   return np.mean([points(r, n) for r in runs], 0)
 
 
+def same_seeds(runs: list, others: list) -> tuple[list, list]:
+  """The runs of ``runs`` and of ``others`` with the seeds both have, in seed order: an ablation
+  against its full method with the same initialisation and data order."""
+  common = sorted({r["seed"] for r in runs} & {r["seed"] for r in others})
+  pick = lambda rs: [next(r for r in rs if r["seed"] == s) for s in common]  # noqa: E731
+  return pick(runs), pick(others)
+
+
 def frontier_at(frontier: list, clean: float) -> float | None:
   """The frontier's AutoAttack accuracy at ``clean`` (linear between its points; None outside)."""
   pts = sorted(frontier)
