@@ -140,7 +140,6 @@ def markdown(a: dict, meta: dict, name: str) -> str:
       "| entry | against | points: diff [95%] | seeds: diff [95%] |",
       "|---|---|---|---|",
     ]
-    lab = {r["entry"]: r["label"] for r in a["rows"]}
     for s in a["stats"]:
       L.append(
         f"| {lab[s['entry']]} | {lab[s['against']]} | {_iv(s['points'])} | {_iv(s['seeds'])} |"
@@ -159,7 +158,6 @@ def markdown(a: dict, meta: dict, name: str) -> str:
       "full AA, diff [95%] |",
       "|---|---|---|---|---|---|---|",
     ]
-    lab = {r["entry"]: r["label"] for r in a["rows"]}
     for x in a["ablation"]:
       ss = x.get("same_seed")
       same = f"{ss['full_aa']:.2f}, {_iv(ss['diff'])}" if ss else "-"
