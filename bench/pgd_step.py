@@ -182,7 +182,8 @@ def main():
   print(f"  JAX    ({jdesc}): {med['jax'] * 1e3:8.1f} ms")
   print(f"  PyTorch ({tdesc}): {med['torch'] * 1e3:8.1f} ms")
   print(f"  speed ratio PyTorch time / JAX time = {ratio:.2f}")
-  print(f"  instruction sets: {isa()}")
+  env = isa()
+  print(f"  instruction sets: {env}")
   if args.json:
     with open(args.json, "w") as f:
       json.dump(
@@ -196,7 +197,7 @@ def main():
           "jax": jdesc,
           "torch": tdesc,
           "times": times,
-          "isa": isa(),
+          "isa": env,
           **benchutil.meta(),
         },
         f,
