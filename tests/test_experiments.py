@@ -279,3 +279,23 @@ def test_an_ablation_is_also_compared_with_its_full_methods_run_of_the_same_seed
   assert [r["seed"] for r in mine] == [r["seed"] for r in theirs] == [0]
   assert R.seed_points(theirs, 4).mean() == 0.5  # seed 0 alone, not the seeds' mean
   assert R.same_seeds(abl, full[1:]) == ([], [])  # no common seed
+
+
+def test_logit_manipulations_are_compared_with_unmanipulated_distillation_across_seeds(tmp_path):
+  """The logit paper's claim is shuffled or averaged non-max logits against the unmanipulated
+  ones: the report pairs those rows with ``lm_none`` on the same points and across seeds."""
+  plan = study_plan.load_plan("fmnist_study")
+
+  def runs(points):
+    return [{"seed": s, "clean_acc": 0.8, "pgd_acc": 0.3, "cw_acc": 0.3, "autoattack_n": 4,
+             "autoattack_acc": p.count("1") / 4, "autoattack_points": p,
+             "autoattack_checks_ok": True, "minutes": 1.0, "curves": {"val": []}}
+            for s, p in enumerate(points)]  # fmt: skip
+
+  entries = {"lm_none": runs(["1100", "1000"]), "lm_shuffle": runs(["1110", "1111"])}
+  a = study_report.analyse(plan, str(tmp_path), entries)
+  (x,) = a["ablation"]
+  assert (x["entry"], x["full"], x["n"]) == ("lm_shuffle", "lm_none", 4)
+  assert x["aa"] == pytest.approx(87.5) and x["full_aa"] == pytest.approx(37.5)
+  assert x["seeds"]["diff"] == pytest.approx(50.0) and x["same_seed"] is None
+  assert x["seeds"]["lo"] < 50.0 < x["seeds"]["hi"]

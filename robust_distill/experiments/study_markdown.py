@@ -149,21 +149,23 @@ def markdown(a: dict, meta: dict, name: str) -> str:
       "",
       "## Ablations against their full method (AutoAttack on the same points)",
       "",
-      "'Full AA' and its difference average each point over all of the full method's seeds; "
-      "where it has more seeds than the ablation, 'same seed' compares with its run of the "
-      "ablation's seed only (same initialisation and data order). Neither interval includes "
-      "the spread between seeds.",
+      "The logit-manipulation students are compared with distillation from the unmanipulated "
+      "logits. 'Full AA' and its difference average each point over all of the full method's "
+      "seeds; where it has more seeds than the ablation, 'same seed' compares with its run of "
+      "the ablation's seed only (same initialisation and data order). Neither of those intervals "
+      "includes the spread between seeds; 'seeds' (Welch's t over the seeds' accuracies, where "
+      "both have several) does.",
       "",
       "| ablation | full method | points | ablation AA | full AA | diff [95%] | same seed: "
-      "full AA, diff [95%] |",
-      "|---|---|---|---|---|---|---|",
+      "full AA, diff [95%] | seeds: diff [95%] |",
+      "|---|---|---|---|---|---|---|---|",
     ]
     for x in a["ablation"]:
       ss = x.get("same_seed")
       same = f"{ss['full_aa']:.2f}, {_iv(ss['diff'])}" if ss else "-"
       L.append(
         f"| {lab[x['entry']]} | {lab[x['full']]} | {x['n']} | {x['aa']:.2f} | "
-        f"{x['full_aa']:.2f} | {_iv(x['diff'])} | {same} |"
+        f"{x['full_aa']:.2f} | {_iv(x['diff'])} | {same} | {_iv(x.get('seeds'))} |"
       )
   L += ["", "## Plots", ""] + [f"![{p}]({name}/{p})" for p in meta["plots"]]
   L += [

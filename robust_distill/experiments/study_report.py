@@ -84,6 +84,10 @@ def _teacher(out: str, kind: str) -> dict | None:
 # Baselines a distilled entry is also compared with: LTD's AWP form against AWP, the other
 # baseline that perturbs the weights (AT-AWP here; the paper's base, TRADES-AWP, is not run).
 EXTRA_BASELINES = {"ltd_awp": ("awp",)}
+# What an ablation row is compared with when it is not the entry named after its method config:
+# the logit-manipulation students against distillation from the unmanipulated logits, the
+# comparison their paper makes (their shared config names no entry).
+ABLATION_BASE = {"lm_shuffle": "lm_none", "lm_mean": "lm_none"}
 
 
 def early_best(entry: str, run: dict, drop: float = 1.0) -> dict | None:
@@ -148,16 +152,18 @@ def analyse(plan, out: str, entries: dict) -> dict:
       stats.append({"entry": r["entry"], "against": ref, "points": bootstrap_diff(a, b),
                     "seeds": welch([x["autoattack_acc"] for x in entries[r["entry"]]],
                                    [x["autoattack_acc"] for x in entries[ref]])})  # fmt: skip
-  # Ablations against their full method (the entry named after the ablation's method config)
-  # on the same (first) points.
+  # Ablations against their full method (the entry named after the ablation's method config, or
+  # ABLATION_BASE's) on the same (first) points; across seeds too where both have several.
   ablation = []
   for r in rows:
-    p = plan.entries[r["entry"]].config
-    if r["group"] == "ablation" and p in entries:
+    p = ABLATION_BASE.get(r["entry"], plan.entries[r["entry"]].config)
+    if r["group"] in ("ablation", "logit") and p in entries and p != r["entry"]:
       n = min(r["autoattack_n"], by[p]["autoattack_n"])
       a, b = seed_points(entries[r["entry"]], n), seed_points(entries[p], n)
       x = {"entry": r["entry"], "full": p, "n": n, "aa": 100 * a.mean(), "full_aa": 100 * b.mean(),
-           "diff": bootstrap_diff(a, b), "same_seed": None}  # fmt: skip
+           "diff": bootstrap_diff(a, b), "same_seed": None,
+           "seeds": welch([e["autoattack_acc"] for e in entries[r["entry"]]],
+                          [e["autoattack_acc"] for e in entries[p]])}  # fmt: skip
       mine, theirs = same_seeds(entries[r["entry"]], entries[p])
       if mine and len(theirs) < len(entries[p]):  # the full method has other seeds as well
         a, b = seed_points(mine, n), seed_points(theirs, n)
