@@ -139,31 +139,34 @@ def analyse(plan, out: str, entries: dict) -> dict:
   for r in rows:
     f = frontier_at(frontier, r["clean_acc"]) if len(frontier) >= 2 else None
     r["vs_frontier"] = None if f is None else 100 * (r["autoattack_acc"] - f)
+
+  def compare(k: str, ref: str) -> tuple:
+    """Entry ``k`` against ``ref`` on AutoAttack, on the first points both evaluated:
+    ``(n, k's points, ref's points, paired bootstrap, Welch's t over the seeds)``."""
+    n = min(by[k]["autoattack_n"], by[ref]["autoattack_n"])
+    a, b = seed_points(entries[k], n), seed_points(entries[ref], n)
+    seeds = welch([e["autoattack_acc"] for e in entries[k]],
+                  [e["autoattack_acc"] for e in entries[ref]])  # fmt: skip
+    return n, a, b, bootstrap_diff(a, b), seeds
+
   # Distilled students against PGD-AT and TRADES (AutoAttack, paired over points).
   stats = []
   for r in rows:
     if r["group"] not in ("distilled", "ablation", "logit"):
       continue
     for ref in ("pgd_at", "trades") + EXTRA_BASELINES.get(r["entry"], ()):
-      if ref not in entries:
-        continue
-      n = min(r["autoattack_n"], by[ref]["autoattack_n"])
-      a, b = seed_points(entries[r["entry"]], n), seed_points(entries[ref], n)
-      stats.append({"entry": r["entry"], "against": ref, "points": bootstrap_diff(a, b),
-                    "seeds": welch([x["autoattack_acc"] for x in entries[r["entry"]]],
-                                   [x["autoattack_acc"] for x in entries[ref]])})  # fmt: skip
+      if ref in entries:
+        _, _, _, diff, seeds = compare(r["entry"], ref)
+        stats.append({"entry": r["entry"], "against": ref, "points": diff, "seeds": seeds})
   # Ablations against their full method (the entry named after the ablation's method config, or
   # ABLATION_BASE's) on the same (first) points; across seeds too where both have several.
   ablation = []
   for r in rows:
     p = ABLATION_BASE.get(r["entry"], plan.entries[r["entry"]].config)
     if r["group"] in ("ablation", "logit") and p in entries and p != r["entry"]:
-      n = min(r["autoattack_n"], by[p]["autoattack_n"])
-      a, b = seed_points(entries[r["entry"]], n), seed_points(entries[p], n)
+      n, a, b, diff, seeds = compare(r["entry"], p)
       x = {"entry": r["entry"], "full": p, "n": n, "aa": 100 * a.mean(), "full_aa": 100 * b.mean(),
-           "diff": bootstrap_diff(a, b), "same_seed": None,
-           "seeds": welch([e["autoattack_acc"] for e in entries[r["entry"]]],
-                          [e["autoattack_acc"] for e in entries[p]])}  # fmt: skip
+           "diff": diff, "same_seed": None, "seeds": seeds}  # fmt: skip
       mine, theirs = same_seeds(entries[r["entry"]], entries[p])
       if mine and len(theirs) < len(entries[p]):  # the full method has other seeds as well
         a, b = seed_points(mine, n), seed_points(theirs, n)
