@@ -19,18 +19,59 @@ REMAT_POLICIES = {
 }
 
 
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """2x2 stride-2 max-pooling of an NHWC array written as reshape + max.
-
-  Same values as ``nnx.max_pool(x, (2, 2), (2, 2))`` and the same gradients almost everywhere
-  (ties aside), but XLA:CPU differentiates it far faster than ``reduce_window``, whose
-  ``select_and_scatter`` gradient dominates an adversarial training step on CPU
-  (docs/performance.md: 605 ms vs 326 ms per PGD-10 step).
-  Odd spatial sizes are cropped, as VALID pooling does.
-  """
+def _pool_forward(x: jax.Array) -> jax.Array:
   n, h, w, c = x.shape
-  x = x[:, : h // 2 * 2, : w // 2 * 2, :]
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+@jax.custom_vjp
+def _pool_even(x: jax.Array) -> jax.Array:
+  return _pool_forward(x)
+
+
+def _pool_even_fwd(x):
+  y = _pool_forward(x)
+  return y, (x, y)
+
+
+def _pool_even_bwd(res, g):
+  # The whole gradient goes to the first input (row-major) equal to its window's maximum, as
+  # in reduce_window's select_and_scatter and PyTorch. Ties are common: a constant background
+  # gives four equal non-zero activations per window.
+  x, y = res
+  n, h, w, c = x.shape
+  xr = x.reshape(n, h // 2, 2, w // 2, 2, c)
+  first = xr[:, :, 0, :, 0] == y
+  second = (xr[:, :, 0, :, 1] == y) & ~first
+  third = (xr[:, :, 1, :, 0] == y) & ~(first | second)
+  fourth = ~(first | second | third)
+  put = lambda m: jnp.where(m, g, 0)
+  top = jnp.stack([put(first), put(second)], axis=3)
+  bottom = jnp.stack([put(third), put(fourth)], axis=3)
+  return (jnp.stack([top, bottom], axis=2).reshape(x.shape),)
+
+
+_pool_even.defvjp(_pool_even_fwd, _pool_even_bwd)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 stride-2 max-pooling of an NHWC array.
+
+  Same values and gradients as ``nnx.max_pool(x, (2, 2), (2, 2))``: each output's gradient
+  goes to the first input of its window (row-major) that equals the window's maximum, as
+  ``reduce_window``'s ``select_and_scatter`` and PyTorch's ``max_pool2d`` route it. Ties are
+  common (a constant image background gives four equal activations in a window), so the rule
+  matters: sending the full gradient to every tied input multiplies the background's gradient
+  by four and made a TRADES teacher diverge.
+
+  Why not the library functions: on XLA:CPU, ``reduce_window``'s ``select_and_scatter``
+  gradient made a PGD-10 training step about twice as slow, and ``jnp.max`` over a reshaped
+  window (the forward used here) differentiates through a tie count and a division that cost
+  about 5% of the step; it also splits a tie's gradient evenly (``bench/max_pool.py`` times
+  the three). Odd spatial sizes are cropped, as VALID pooling does.
+  """
+  _, h, w, _ = x.shape
+  return _pool_even(x[:, : h // 2 * 2, : w // 2 * 2, :])
 
 
 def normalize(x: jax.Array, mean, std) -> jax.Array:
