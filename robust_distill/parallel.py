@@ -62,6 +62,16 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def pad_multiple(mesh: Mesh) -> int:
+  """What an evaluation pads a partial batch up to a multiple of: the device count. Padding rows
+  come last and every random draw of the attacks has the batch as its leading axis, which with
+  JAX's partitionable threefry (the default) gives each row the same draws whatever the number
+  of rows after it, so a point is attacked alike on any number of devices. With the older
+  threefry, a multiple of 8 (and of the device count) keeps 1 to 8 devices alike."""
+  n = mesh.devices.size
+  return n if jax.config.jax_threefry_partitionable else n * 8 // np.gcd(n, 8)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """The batch's leading dimension over every axis of ``mesh``."""
   axes = mesh.axis_names

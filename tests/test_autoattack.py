@@ -264,6 +264,13 @@ def test_result_on_8_devices_equals_result_on_1(toy, tmp_path):
   r8 = _protocol((toy[0], *half), tmp_path, "d8", parallel.make_mesh(8))
   r1 = _protocol((toy[0], *half), tmp_path, "d1", parallel.make_mesh(1))
   np.testing.assert_array_equal(r8["broken_by"], r1["broken_by"])
+  # Batches are padded to a multiple of the device count only, so 8 devices ran some attack on
+  # more rows than 1 device did: padding must change no real point's result.
+  assert parallel.pad_multiple(parallel.make_mesh(8)) == 8
+  assert parallel.pad_multiple(parallel.make_mesh(1)) == 1
+  clean, bb = r8["clean"] == 1, r8["broken_by"]
+  alive = [int((clean & ((bb < 0) | (bb >= k))).sum()) for k in range(1, 5)]
+  assert any(a % 8 for a in alive), alive
 
 
 def test_bad_attack_names_and_options_fail_before_compute():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from robust_distill.data import fashion_mnist, pipeline
+from robust_distill.data import fashion_mnist, pipeline, sources
 import io
 import zipfile
 from PIL import Image
@@ -27,9 +27,8 @@ def _write_idx(d, prefix, images, labels):
     f.write((2049).to_bytes(4, "big") + len(labels).to_bytes(4, "big") + labels.tobytes())
 
 
-def test_fashion_mnist_builder_from_manual_dir(tmp_path):
-  manual = tmp_path / "manual"
-  manual.mkdir()
+def _tiny_fmnist(d):
+  d.mkdir()
   rng = np.random.default_rng(0)
   tr_x, tr_y = (
     rng.integers(0, 255, (30, 28, 28), dtype=np.uint8),
@@ -39,8 +38,15 @@ def test_fashion_mnist_builder_from_manual_dir(tmp_path):
     rng.integers(0, 255, (12, 28, 28), dtype=np.uint8),
     rng.integers(0, 10, 12, dtype=np.uint8),
   )
-  _write_idx(manual, "train", tr_x, tr_y)
-  _write_idx(manual, "t10k", te_x, te_y)
+  _write_idx(d, "train", tr_x, tr_y)
+  _write_idx(d, "t10k", te_x, te_y)
+  return tr_x, tr_y
+
+
+def test_fashion_mnist_builder_from_manual_dir(tmp_path, monkeypatch):
+  manual = tmp_path / "manual"
+  tr_x, tr_y = _tiny_fmnist(manual)
+  # The fast path: the idx files read directly, in the order TFDS stores them in.
   data = pipeline.load_split(
     "fashion_mnist", "train", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual)
   )
@@ -48,15 +54,21 @@ def test_fashion_mnist_builder_from_manual_dir(tmp_path):
   order = np.argsort(data["id"])  # array_record order is shuffled: join by id
   np.testing.assert_array_equal(data["image"][order][..., 0], tr_x)
   np.testing.assert_array_equal(data["label"][order], tr_y)
-  assert (
-    len(
-      pipeline.load_split(
-        "fashion_mnist", "test", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual)
-      )["label"]
-    )
-    == 12
-  )
+  assert not (tmp_path / "tfds").exists()  # nothing built
+  # The TFDS path (the builder, then array_record through tfds.data_source) gives the very same
+  # arrays in the same order: load with no idx files reachable, from the prepared dataset.
+  sources.prepare("fashion_mnist", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual))
   assert (tmp_path / "tfds" / "fashion_mnist_idx" / "1.0.0").exists()
+  monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", str(tmp_path / "nothing"))
+  for split, n in (("train", 30), ("test", 12)):
+    fast = fashion_mnist.load_arrays(split, str(manual))
+    via_tfds = pipeline.load_split("fashion_mnist", split, data_dir=str(tmp_path / "tfds"))
+    assert len(via_tfds["label"]) == n
+    assert fashion_mnist.load_arrays(split) is None  # no idx files: TFDS was used
+    for k in ("image", "label", "id"):
+      assert fast[k].dtype == via_tfds[k].dtype, k
+      np.testing.assert_array_equal(fast[k], via_tfds[k])
+    assert not np.array_equal(fast["id"], np.arange(n))  # the order is TFDS's, not the file's
 
 
 def test_missing_data_error_says_how_to_get_it(tmp_path, monkeypatch):

@@ -111,8 +111,10 @@ def _l2_init(key, x, eps):
   delta = jnp.zeros_like(x)
   k_t, k_s = jax.random.split(key)
   nb_h, nb_w = h // s, w // s
-  flips = jax.random.uniform(k_t, (nb_h, nb_w, bsz)) > 0.5
-  signs = _random_sign(k_s, (nb_h, nb_w, bsz, 1, 1, c), x.dtype)
+  # Batch-leading draws: with JAX's partitionable threefry an example's draws then do not depend
+  # on how many rows follow it, so padding a batch changes no real row's attack.
+  flips = jnp.moveaxis(jax.random.uniform(k_t, (bsz, nb_h, nb_w)) > 0.5, 0, -1)
+  signs = jnp.moveaxis(_random_sign(k_s, (bsz, nb_h, nb_w, 1, 1, c), x.dtype), 0, 2)
   base = jnp.asarray(pat, x.dtype)
   for i in range(nb_h):
     for j in range(nb_w):

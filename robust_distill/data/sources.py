@@ -2,7 +2,8 @@
 
 ``load_split`` reads a split through ``tfds.data_source`` (array_record, random access, no
 TensorFlow). Small datasets (Fashion-MNIST, CIFAR, Tiny ImageNet, mock) are loaded into memory:
-``{"image": uint8 [N, H, W, C], "label": int32 [N], "id": int64 [N]}``. ImageNet is a
+``{"image": uint8 [N, H, W, C], "label": int32 [N], "id": int64 [N]}`` (Fashion-MNIST straight
+from its idx files when they are on the machine, in the TFDS dataset's order). ImageNet is a
 ``LazySplit``: records are decoded and resized when a batch asks for them. ``id`` is the stable
 example key that teacher logits are joined on; ``take(split, rows)`` reads rows of either kind.
 ``split_train_val`` holds out a validation set from train (seeded, fixed across runs).
@@ -169,6 +170,10 @@ def load_split(
   if name == "mock":
     shape, classes = geometry(name, mock_like)
     return mock_split(split, n=mock_examples or None, shape=shape, num_classes=classes)
+  if name == "fashion_mnist":
+    fast = fashion_mnist.load_arrays(split, manual_dir)
+    if fast is not None:  # the same arrays as the TFDS path below, without building it
+      return fast
   data_dir = data_dir or default_data_dir()
   tfds_name = INFO[name][0]
   prepare(name, data_dir=data_dir, manual_dir=manual_dir)

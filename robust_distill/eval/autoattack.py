@@ -7,8 +7,9 @@ which attack broke how many points, times, honesty checks, command, git commit).
 ``python -m robust_distill.eval``; the training pipeline's eval stage calls the same function.
 
 Scale and resumption: between attacks the surviving points are packed into equal global
-batches of at most ``batch_size`` (padded up to a multiple of 8, or of the device count beyond
-8, with a validity mask, so one compiled program serves every batch of an attack), each batch
+batches of at most ``batch_size`` (padded up to a multiple of the device count with a validity
+mask, so one compiled program serves every batch of an attack; padding changes no real point's
+random draws), each batch
 is sharded over the ``data`` axis of the mesh, and after every batch the per-point results
 (clean or not, which attack broke it, which points each attack has seen) are saved to
 ``WORKDIR/autoattack/state_<settings>.npz``. A killed evaluation restarts where it stopped and

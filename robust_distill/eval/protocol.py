@@ -3,7 +3,6 @@ into equal padded batches (one size, so one compiled program, per attack), per-p
 after every batch."""
 
 import json
-import math
 import os
 import time
 
@@ -194,7 +193,6 @@ def run_protocol(
     if settings is not None:
       with open(state_path[:-4] + ".json", "w") as f:
         json.dump(settings, f, indent=1)
-  ndev = mesh.devices.size
   done_batches = 0
   for k, name in enumerate(["clean"] + list(names)):
     if name == "clean":
@@ -204,11 +202,12 @@ def run_protocol(
       alive = (st["clean"] == 1) & ((st["broken_by"] < 0) | (st["broken_by"] == k))
       points, todo = np.nonzero(alive)[0], ~st["seen"][k - 1]
     # Each phase spreads its points evenly over the fewest batches of at most batch_size,
-    # padded only up to a multiple of 8 (of the device count beyond 8): an attack's survivors
-    # are often far fewer than a batch. Composition and padded shape (hence the random draws)
-    # depend only on the saved per-point state and the settings, not on the device count up to
-    # 8, so a resumed run, or one on 1 device, packs alike.
-    per, size = pipeline.balanced_batches(len(points), batch_size, math.lcm(8, ndev))
+    # padded only up to a multiple of the device count (``parallel.pad_multiple``): an attack's
+    # survivors are often far fewer than a batch (65 points run as 66 rows on 2 devices, not
+    # 72). The composition of the batches depends only on the saved per-point state and the
+    # settings, and padding changes no real row's random draws, so a resumed run, or one on
+    # another number of devices, attacks each point alike.
+    per, size = pipeline.balanced_batches(len(points), batch_size, parallel.pad_multiple(mesh))
     rows = parallel.host_rows(mesh, size)
     nb = -(-len(points) // per)
     pending = [
