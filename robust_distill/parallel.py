@@ -10,6 +10,8 @@ each one where it is used. The same code runs on 1..N devices of one host and on
 ``jax.make_array_from_process_local_data``).
 """
 
+import math
+
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
@@ -69,7 +71,7 @@ def pad_multiple(mesh: Mesh) -> int:
   of rows after it, so a point is attacked alike on any number of devices. With the older
   threefry, a multiple of 8 (and of the device count) keeps 1 to 8 devices alike."""
   n = mesh.devices.size
-  return n if jax.config.jax_threefry_partitionable else n * 8 // np.gcd(n, 8)
+  return n if jax.config.jax_threefry_partitionable else math.lcm(8, n)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

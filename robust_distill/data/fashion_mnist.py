@@ -79,6 +79,17 @@ def read_idx(path: str, *, images: bool) -> np.ndarray:
   return np.frombuffer(raw, np.uint8, offset=8).astype(np.int64)
 
 
+def read_pair(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
+  """A split's images and labels from its two idx files, checked to be of equal length."""
+  images = read_idx(images_path, images=True)
+  labels = read_idx(labels_path, images=False)
+  if len(images) != len(labels):
+    raise ValueError(
+      f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
+    )
+  return images, labels
+
+
 def local_files(manual_dir: str = "") -> dict[str, str] | None:
   """The four idx files' paths in ``manual_dir`` or the Debian package's folder (the first that
   holds all four), or None."""
@@ -104,12 +115,7 @@ def load_arrays(split: str, manual_dir: str = "") -> dict[str, np.ndarray] | Non
   if paths is None or split not in FILES:
     return None
   img, lab = FILES[split]
-  images = read_idx(paths[img], images=True)
-  labels = read_idx(paths[lab], images=False)
-  if len(images) != len(labels):
-    raise ValueError(
-      f"{paths[img]} has {len(images)} images but {paths[lab]} has {len(labels)} labels"
-    )
+  images, labels = read_pair(paths[img], paths[lab])
   order = tfds_order(split, len(labels))
   return {"image": images[order], "label": labels[order].astype(np.int32), "id": order}
 
@@ -167,11 +173,6 @@ class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
     }
 
   def _generate_examples(self, images_path, labels_path):
-    images = read_idx(images_path, images=True)
-    labels = read_idx(labels_path, images=False)
-    if len(images) != len(labels):
-      raise ValueError(
-        f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
-      )
+    images, labels = read_pair(images_path, labels_path)
     for i in range(len(labels)):
       yield i, {"image": images[i], "label": int(labels[i]), "id": i}

@@ -4,7 +4,7 @@ sharded per host. The names of ``sources`` and ``augment`` are re-exported here.
 * ``load_split`` reads a split through ``tfds.data_source`` (array_record, random access, no
   TensorFlow). Small datasets (Fashion-MNIST, CIFAR, Tiny ImageNet, mock) are loaded into memory:
   ``{"image": uint8 [N, H, W, C], "label": int32 [N], "id": int64 [N]}`` (Fashion-MNIST straight
-from its idx files when they are on the machine, in the TFDS dataset's order). ImageNet is a
+  from its idx files when they are on the machine, in the TFDS dataset's order). ImageNet is a
   ``LazySplit``: records are decoded and resized when a batch asks for them (random-resized crop
   for training, resize + center crop for evaluation). ``id`` is the stable example key that
   teacher logits are joined on; ``take(split, rows)`` reads rows of either kind.
