@@ -1,7 +1,7 @@
 """LTD on Fashion-MNIST at eps = 0.1: the quickstart.
 
-A TRADES-trained small-CNN teacher; its logits precomputed once over the training split; an
-LTD student (TRADES objective whose clean CE term is replaced by distillation to the teacher's
+A TRADES-trained small-CNN teacher (width 32); its logits precomputed once over the training
+split; an LTD student of half its width, about a quarter of its FLOPs (TRADES objective whose clean CE term is replaced by distillation to the teacher's
 low-temperature soft labels, with the student's own fixed output temperature); evaluation on
 the full test split (clean, PGD-20, CW-inf 30 steps).
 
@@ -46,11 +46,22 @@ def get_config(arg: str = ""):
   # well as 3 (teacher 82.4/69.0 vs 82.3/69.0, student 81.0/70.0 vs 80.0/70.0) in 36 s less
   # training. The method table gives every student 1 epoch and 3 steps instead.
   c.teacher.attack.steps = c.student.attack.steps = 2
-  c.student.optim.epochs = 2
+  # The student: the small CNN at half the teacher's convolution width (16; hidden 200 as the
+  # teacher's), 3 epochs. Chosen on the validation split (all 5,000 held-out images, clean /
+  # PGD-10 %, with the same teacher): width 32 x 2 epochs (the previous student) 80.54 / 69.70
+  # in 5m03s; width 16 x 2 epochs 79.96 / 69.38 (hidden 200) and 79.90 / 68.14 (hidden 100);
+  # width 24 x 2 epochs 80.84 / 68.66 in 3m34s; width 16 x 3 epochs 81.02 / 70.36 (hidden 200)
+  # and 80.54 / 69.44 (hidden 100) in 2m43s-2m50s. Width 16 x 3 epochs at hidden 200 is the
+  # cheapest that beats the width-32 student on both figures; evaluating the smaller model
+  # is cheaper too. It also puts the quickstart in the regime distillation is for: a teacher
+  # distilled into a smaller student.
+  c.student.model_kwargs = dict(width=16, hidden=200)
+  c.student.optim.epochs = 3
   # One validation per model, at its end (the best checkpoint is the last one either way: with
-  # the cosine schedule both models were better at epoch 2 than at epoch 1); saves two
+  # the cosine schedule both models were better at epoch 2 than at epoch 1); saves
   # validations of about 4 s each.
-  c.teacher.val_every_epochs = c.student.val_every_epochs = 2.0
+  c.teacher.val_every_epochs = 2.0
+  c.student.val_every_epochs = 3.0
   # AutoAttack on the first 100 test points (batch 128, checks on 64) keeps command 1 short;
   # `python -m robust_distill.eval --workdir=... --n=1000` runs more.
   c.eval.update(autoattack_n=100, autoattack_batch_size=128, autoattack_check_n=64)
