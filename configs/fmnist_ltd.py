@@ -1,9 +1,10 @@
 """LTD on Fashion-MNIST at eps = 0.1: the quickstart.
 
 A TRADES-trained small-CNN teacher (width 32); its logits precomputed once over the training
-split; an LTD student of half its width, about a quarter of its FLOPs (TRADES objective whose clean CE term is replaced by distillation to the teacher's
-low-temperature soft labels, with the student's own fixed output temperature); evaluation on
-the full test split (clean, PGD-20, CW-inf 30 steps).
+split; an LTD student of half its width, about a quarter of its FLOPs (TRADES objective whose
+clean CE term is replaced by distillation to the teacher's low-temperature soft labels, with
+the student's own fixed output temperature); evaluation on the full test split (clean,
+PGD-20, CW-inf 30 steps).
 
   python -m robust_distill.main --config=configs/fmnist_ltd.py --workdir=runs/quickstart
   python -m robust_distill.main --config=configs/fmnist_ltd.py:smoke --workdir=/tmp/smoke
