@@ -82,8 +82,8 @@ def stage(
       batch_size=batch_size,
       optim=dict(
         name="sgd",
-        epochs=epochs,
-        lr=lr,
+        epochs=float(epochs),  # a float, so that --config...epochs=1.5 overrides any stage
+        lr=float(lr),
         momentum=momentum,
         nesterov=False,
         weight_decay=weight_decay,
