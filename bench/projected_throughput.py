@@ -39,11 +39,9 @@ sys.path.insert(0, os.path.join(ROOT, "configs"))
 sys.path.insert(0, ROOT)
 
 import benchutil
-from flax import nnx
-import jax
-import jax.numpy as jnp
 
-from robust_distill import config as C, models
+from robust_distill import config as C
+from robust_distill.models import flops
 from robust_distill.data import pipeline
 from robust_distill.losses import terms
 
@@ -75,14 +73,7 @@ TRAIN_SIZE = {"cifar10": 50000, "cifar100": 50000, "tiny_imagenet": 100000, "ima
 def forward_flops(stage_cfg, shape, classes, cache) -> float:
   key = (stage_cfg.model, json.dumps(stage_cfg.model_kwargs.to_dict(), sort_keys=True), shape)
   if key not in cache:
-    m = models.build_for_data(
-      stage_cfg.model, stage_cfg.model_kwargs, num_classes=classes, image_shape=shape
-    )
-    m.eval()
-    g, st = nnx.split(m)
-    f = jax.jit(lambda st, x: nnx.merge(g, st)(x))
-    ca = f.lower(st, jnp.zeros((1,) + tuple(shape))).compile().cost_analysis()
-    cache[key] = float((ca[0] if isinstance(ca, list) else ca)["flops"])
+    cache[key] = flops.forward_flops(stage_cfg.model, stage_cfg.model_kwargs, shape, classes)
   return cache[key]
 
 

@@ -60,6 +60,7 @@ except ImportError:
   APGDAttack = None
 
 from robust_distill import models, parallel, workdir as workdir_lib
+from robust_distill.models.flops import per_image_flops
 from robust_distill.attacks import autoattack as aa
 from robust_distill.eval import metrics
 from robust_distill.eval.protocol import Runner
@@ -132,28 +133,6 @@ def peak(n: int, reps: int, with_torch: bool) -> dict:
     torch.mm(ta, tb)
     out["pytorch"] = flops / median_time(lambda: torch.mm(ta, tb), reps)
   return {k: v / 1e9 for k, v in out.items()}
-
-
-def cost(fn, *args) -> float:
-  """XLA's FLOP count of ``fn`` compiled on one device."""
-  ca = jax.jit(fn).lower(*args).compile().cost_analysis()
-  ca = ca[0] if isinstance(ca, (list, tuple)) else ca
-  return float(ca["flops"])
-
-
-def per_image_flops(apply, params, stats, shape) -> dict:
-  """Forward, attack-pass and training-pass FLOPs per image (batch 64, one device)."""
-  x = jnp.zeros((64, *shape), jnp.float32)
-  y = jnp.zeros((64,), jnp.int32)
-
-  def ce(p, z):
-    logits = apply(p, stats, z, train=False)[0]
-    return -jnp.sum(jax.nn.log_softmax(logits)[jnp.arange(64), y])
-
-  fwd = cost(lambda z: apply(params, stats, z, train=False)[0], x)
-  att = cost(jax.grad(ce, argnums=1), params, x)
-  trn = cost(jax.grad(ce, argnums=0), params, x)
-  return {"forward": fwd / 64, "attack": att / 64, "train": trn / 64}
 
 
 def load(workdir: str, mesh, n: int):

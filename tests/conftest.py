@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -36,6 +37,14 @@ from robust_distill import compile_cache
 compile_cache.configure()  # the entry points' cache settings, in that directory, before JAX
 
 from robust_distill import config as config_lib
+
+
+def run_python(*args, timeout=120):
+  """``python ARGS`` from the repository root (a CLI module with ``-m``, or code with ``-c``),
+  its output captured as text: the ``subprocess.CompletedProcess``."""
+  return subprocess.run(
+    [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+  )
 
 
 def smoke_config(**overrides):

@@ -1,15 +1,13 @@
 """Bad config values fail before any compute with a message listing the valid names."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from robust_distill import config as C, main
 from robust_distill.train import resume
 
-from conftest import ROOT, smoke_config
+from conftest import run_python, smoke_config
 
 
 @pytest.mark.parametrize(
@@ -57,19 +55,12 @@ def test_kl_models_needs_online_teacher():
 
 
 def test_cli_rejects_bad_value_before_compute(tmp_path):
-  r = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "robust_distill.main",
-      "--config=configs/fmnist_ltd.py:smoke",
-      f"--workdir={tmp_path}/w",
-      "--config.student.model=resnet1000",
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
+  r = run_python(
+    "-m",
+    "robust_distill.main",
+    "--config=configs/fmnist_ltd.py:smoke",
+    f"--workdir={tmp_path}/w",
+    "--config.student.model=resnet1000",
   )
   assert r.returncode != 0
   assert "valid models" in r.stderr and "small_cnn" in r.stderr
@@ -77,19 +68,12 @@ def test_cli_rejects_bad_value_before_compute(tmp_path):
 
 
 def test_cli_rejects_unknown_config_key(tmp_path):
-  r = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "robust_distill.main",
-      "--config=configs/fmnist_ltd.py:smoke",
-      f"--workdir={tmp_path}/w",
-      "--config.student.optim.lrr=0.1",
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
+  r = run_python(
+    "-m",
+    "robust_distill.main",
+    "--config=configs/fmnist_ltd.py:smoke",
+    f"--workdir={tmp_path}/w",
+    "--config.student.optim.lrr=0.1",
   )
   assert r.returncode != 0 and "lrr" in r.stderr
 
@@ -108,20 +92,13 @@ def test_a_fractional_epoch_count_overrides_any_stage(name):
   """``--config.teacher.optim.epochs=1.5`` parses: the schedule's epochs are floats in every
   stage, whatever number a config file wrote (ml-collections refuses 1.5 for an int field).
   Parsed by absl and ml-collections as the CLI parses them, nothing run."""
-  r = subprocess.run(
-    [
-      sys.executable,
-      "-c",
-      _PARSE_ONLY,
-      f"--config=configs/{name}.py",
-      "--config.teacher.optim.epochs=1.5",
-      "--config.student.optim.epochs=2.5",
-      "--config.student.val_every_epochs=0.5",
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
+  r = run_python(
+    "-c",
+    _PARSE_ONLY,
+    f"--config=configs/{name}.py",
+    "--config.teacher.optim.epochs=1.5",
+    "--config.student.optim.epochs=2.5",
+    "--config.student.val_every_epochs=0.5",
   )
   assert r.returncode == 0, r.stderr[-2000:]
   assert r.stdout.split() == ["1.5", "2.5", "0.5"]

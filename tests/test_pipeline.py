@@ -20,7 +20,7 @@ from robust_distill.eval import report
 from robust_distill.eval.stage import evaluate_stage
 from robust_distill.train import loop
 
-from conftest import ROOT, smoke_config
+from conftest import ROOT, run_python, smoke_config
 
 
 def _params(workdir, stage="student", which="latest"):
@@ -90,24 +90,18 @@ def test_eval_stage_reports_autoattack_with_checks_and_cli_resumes(full_copy):
   } <= names
   # The CLI with the same settings finds every point done and gives the same numbers.
   out = os.path.join(wd, "cli.json")
-  r = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "robust_distill.eval",
-      f"--workdir={wd}",
-      "--n=64",
-      "--checks=false",
-      f"--out={out}",
-      "--opt=n_iter=4",
-      "--opt=fab_iter=4",
-      "--opt=n_queries=20",
-      "--opt=n_target_classes=3",
-      "--opt=chunk=4",  # the smoke config's settings, so that the saved state matches
-    ],
-    capture_output=True,
-    text=True,
-    cwd=ROOT,
+  r = run_python(
+    "-m",
+    "robust_distill.eval",
+    f"--workdir={wd}",
+    "--n=64",
+    "--checks=false",
+    f"--out={out}",
+    "--opt=n_iter=4",
+    "--opt=fab_iter=4",
+    "--opt=n_queries=20",
+    "--opt=n_target_classes=3",
+    "--opt=chunk=4",  # the smoke config's settings, so that the saved state matches
     timeout=300,
   )
   assert r.returncode == 0, r.stderr[-2000:]
@@ -119,18 +113,12 @@ def test_eval_stage_reports_autoattack_with_checks_and_cli_resumes(full_copy):
 def test_training_cli_eval_stage_runs_autoattack(full_copy):
   wd, _ = full_copy
   # The training CLI imports the AutoAttack evaluator inside its eval stage: no flag clash.
-  r = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "robust_distill.main",
-      "--config=configs/fmnist_ltd.py:smoke",
-      f"--workdir={wd}",
-      "--config.stages=eval",
-    ],
-    capture_output=True,
-    text=True,
-    cwd=ROOT,
+  r = run_python(
+    "-m",
+    "robust_distill.main",
+    "--config=configs/fmnist_ltd.py:smoke",
+    f"--workdir={wd}",
+    "--config.stages=eval",
     timeout=600,
   )
   assert r.returncode == 0, r.stderr[-3000:]
@@ -139,13 +127,7 @@ def test_training_cli_eval_stage_runs_autoattack(full_copy):
 
 def test_evaluate_cli_rejects_bad_input_before_compute(full_run):
   wd, _ = full_run
-  r = subprocess.run(
-    [sys.executable, "-m", "robust_distill.eval", f"--workdir={wd}", "--attacks=apgd-ce,pgd"],
-    capture_output=True,
-    text=True,
-    cwd=ROOT,
-    timeout=120,
-  )
+  r = run_python("-m", "robust_distill.eval", f"--workdir={wd}", "--attacks=apgd-ce,pgd")
   assert r.returncode != 0 and "valid" in r.stderr
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from robust_distill import config as C, models, parallel
+from robust_distill.models import flops
 from robust_distill.train import optim, step as step_lib
 
 
@@ -118,11 +119,6 @@ def test_the_online_teacher_is_divided_by_its_temperature_as_the_precompute_stor
   assert abs(float(m_t1["loss/kd_clean"]) - float(m_online["loss/kd_clean"])) > 1e-4
 
 
-def _flops(fn, *args) -> float:
-  ca = jax.jit(fn).lower(*args).compile().cost_analysis()
-  return float((ca[0] if isinstance(ca, (list, tuple)) else ca)["flops"])
-
-
 def test_trades_step_costs_its_attack_and_training_passes_and_no_more():
   """The quickstart teacher's TRADES step, by XLA's FLOP count per image: ``steps`` attack
   passes (forward + input gradient) and two training passes (clean and adversarial), and less
@@ -135,18 +131,11 @@ def test_trades_step_costs_its_attack_and_training_passes_and_no_more():
   tx = optim.make_optimizer(s.optim, 10)
   graphdef, state = step_lib.init_state(models.build("small_cnn", width=8, hidden=32), tx)
   n = 64
-  x, y = jnp.zeros((n, 28, 28, 1)), jnp.zeros((n,), jnp.int32)
-  batch = {"image": x.astype(jnp.uint8), "label": y}
+  batch = {"image": jnp.zeros((n, 28, 28, 1), jnp.uint8), "label": jnp.zeros((n,), jnp.int32)}
   step = step_lib.make_train_step(s, graphdef, tx, steps_per_epoch=10)
-  per_step = _flops(step, state, batch, jax.random.key(0), None) / n
+  per_step = flops.xla_flops(step, state, batch, jax.random.key(0), None) / n
   apply = models.make_apply(graphdef)
-  stats = state["stats"]
-
-  def ce(p, z):
-    return -jnp.sum(jax.nn.log_softmax(apply(p, stats, z, train=False)[0])[jnp.arange(n), y])
-
-  fwd = _flops(lambda z: apply(state["params"], stats, z, train=False)[0], x) / n
-  attack = _flops(jax.grad(ce, argnums=1), state["params"], x) / n
-  train = _flops(jax.grad(ce, argnums=0), state["params"], x) / n
-  passes = s.attack.steps * attack + 2 * train
+  per = flops.per_image_flops(apply, state["params"], state["stats"], (28, 28, 1), batch=n)
+  fwd = per["forward"]
+  passes = s.attack.steps * per["attack"] + 2 * per["train"]
   assert passes - 0.5 * fwd < per_step < passes + 0.5 * fwd, (per_step, passes, fwd)

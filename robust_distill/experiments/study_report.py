@@ -6,12 +6,10 @@ import json
 import os
 import sys
 
-import jax
-import jax.numpy as jnp
-from flax import nnx
 import numpy as np
 
-from robust_distill import files, models, workdir as workdir_lib
+from robust_distill import files, workdir as workdir_lib
+from robust_distill.models.flops import forward_flops
 from robust_distill.experiments.study_markdown import markdown
 from robust_distill.experiments.study_plots import plots
 from robust_distill.experiments.study_stats import (
@@ -47,18 +45,6 @@ def scaled_minutes(runs) -> tuple[float, float]:
       total += m * SCALE_MS / ms if ms else m
       unscaled += 0.0 if ms else m
   return total, unscaled
-
-
-def model_flops(stage_cfg: dict, shape=(28, 28, 1), classes: int = 10) -> float:
-  """FLOPs of one forward pass of one image (XLA's cost analysis)."""
-  m = models.build_for_data(
-    stage_cfg["model"], stage_cfg["model_kwargs"], num_classes=classes, image_shape=shape
-  )
-  m.eval()
-  g, st = nnx.split(m)
-  f = jax.jit(lambda st, x: nnx.merge(g, st)(x))
-  ca = f.lower(st, jnp.zeros((1,) + tuple(shape))).compile().cost_analysis()
-  return float((ca[0] if isinstance(ca, list) else ca)["flops"])
 
 
 def _teacher(out: str, kind: str) -> dict | None:
@@ -114,8 +100,9 @@ def analyse(plan, out: str, entries: dict) -> dict:
   rt = teachers.get("robust")
   regime = {}
   if rt and rows:
-    f_s = model_flops(entries[rows[0]["entry"]][0]["student_model"])
-    f_t = model_flops(rt["stage"])
+    student = entries[rows[0]["entry"]][0]["student_model"]
+    f_s = forward_flops(student["model"], student["model_kwargs"])
+    f_t = forward_flops(rt["stage"]["model"], rt["stage"]["model_kwargs"])
     regime["student_mflops"], regime["teacher_mflops"] = f_s / 1e6, f_t / 1e6
     regime["flops_ratio"] = f_s / f_t
     if "eval" in rt:
