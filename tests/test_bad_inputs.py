@@ -13,7 +13,7 @@ from robust_distill import import_teacher, workdir as workdir_lib
 from robust_distill.eval import autoattack as aa_eval
 from robust_distill.train import loop
 
-from conftest import ROOT, smoke_config
+from conftest import ROOT, cli_env, smoke_config
 
 INF, NAN = math.inf, math.nan
 
@@ -188,7 +188,7 @@ def test_import_teacher_bad_inputs(tmp_path, argv, match):
 
 
 def _cli(*args):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = cli_env()
   return subprocess.run(
     [sys.executable, "-m", "robust_distill.main", *args],
     cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,

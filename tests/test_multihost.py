@@ -14,7 +14,7 @@ import pytest
 
 import robust_distill
 
-from conftest import ROOT
+from conftest import ROOT, cli_env
 
 # The quickstart pipeline (teacher -> precompute -> student -> eval) as a 3-step smoke run.
 # The training attacks keep their random start but take no PGD step: a sign step turns the
@@ -42,9 +42,8 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  env.pop("JAX_PLATFORMS", None)
+  env = cli_env("JAX_PLATFORMS")
+  env["XLA_FLAGS"] += f" --xla_force_host_platform_device_count={devices}"
   return env
 
 

@@ -20,7 +20,7 @@ from robust_distill.eval import report
 from robust_distill.eval.stage import evaluate_stage
 from robust_distill.train import loop
 
-from conftest import ROOT, run_python, smoke_config
+from conftest import ROOT, cli_env, run_python, smoke_config
 
 
 def _params(workdir, stage="student", which="latest"):
@@ -221,7 +221,7 @@ x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype(np.float32)
 print("LOGITS", np.asarray(m(x)).tolist())
 print("STAGE", m.stage, len(m.history), m.config.student.loss.kd_clean)
 """
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = cli_env()
   out = subprocess.run(
     [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=300
   ).stdout

@@ -19,7 +19,7 @@ import pytest
 from robust_distill import faults, parallel, workdir as workdir_lib
 from robust_distill.train import loop
 
-from conftest import ROOT, smoke_config
+from conftest import ROOT, cli_env, smoke_config
 
 # The quickstart's smoke config with a checkpoint every 2 steps and 2 validations per stage.
 FLAGS = [
@@ -36,7 +36,7 @@ OVERRIDES = {
 
 
 def _run(wd, *extra, kill_at=""):
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", faults.ENV)}
+  env = cli_env(faults.ENV)
   if kill_at:
     env[faults.ENV] = kill_at
   return subprocess.run(
@@ -127,7 +127,7 @@ def test_evaluation_cli_killed_resumes_to_the_same_numbers(tmp_path):
   shutil.copytree(ref, wd)
   args = ["--n=32", "--batch_size=16", "--checks=false", "--opt=n_iter=4", "--opt=fab_iter=4",
           "--opt=n_queries=20", "--opt=n_target_classes=3"]  # fmt: skip
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", faults.ENV)}
+  env = cli_env(faults.ENV)
   cmd = [sys.executable, "-m", "robust_distill.eval", *args]
   outs = []
   # 32 points in batches of 16: killed after the first saved batch, twice, then to the end.

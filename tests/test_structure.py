@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, cli_env
 from robust_distill import provenance
 
 PKG = os.path.join(ROOT, "robust_distill")
@@ -107,7 +107,7 @@ def test_entry_points_set_the_host_devices_before_anything_imports_jax():
       f"sys.argv = ['x', '--host_devices=3']; import {mod}; import jax\n"
       "print(jax.device_count())"
     )
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = cli_env()
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=120)  # fmt: skip
     lines = r.stdout.strip().splitlines()
