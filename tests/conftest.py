@@ -53,11 +53,18 @@ compile_cache.configure()  # the entry points' cache settings, in that directory
 from robust_distill import config as config_lib
 
 
-def run_python(*args, timeout=120):
-  """``python ARGS`` from the repository root (a CLI module with ``-m``, or code with ``-c``),
-  its output captured as text: the ``subprocess.CompletedProcess``."""
+def run_python(*args, timeout=120, env=None, check=False):
+  """``python ARGS`` from the repository root (a CLI module with ``-m``, a script, or code with
+  ``-c``), its output captured as text: the ``subprocess.CompletedProcess``. ``env``: the
+  process's environment (default: this one's); ``check``: raise if it fails."""
   return subprocess.run(
-    [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    [sys.executable, *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=check,
   )
 
 

@@ -4,8 +4,6 @@ nothing is written."""
 
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -13,7 +11,7 @@ from robust_distill import import_teacher, workdir as workdir_lib
 from robust_distill.eval import autoattack as aa_eval
 from robust_distill.train import loop
 
-from conftest import ROOT, cli_env, smoke_config
+from conftest import ROOT, cli_env, run_python, smoke_config
 
 INF, NAN = math.inf, math.nan
 
@@ -188,11 +186,7 @@ def test_import_teacher_bad_inputs(tmp_path, argv, match):
 
 
 def _cli(*args):
-  env = cli_env()
-  return subprocess.run(
-    [sys.executable, "-m", "robust_distill.main", *args],
-    cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
-  )  # fmt: skip
+  return run_python("-m", "robust_distill.main", *args, timeout=300, env=cli_env())
 
 
 @pytest.mark.parametrize(

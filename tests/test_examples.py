@@ -3,22 +3,16 @@ headless on a tiny run's checkpoint) and the generated API reference."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_python
 from robust_distill import apidoc
 
 
 def test_optax_example_trains_with_library_losses_and_attacks():
-  out = subprocess.run(
-    [sys.executable, os.path.join(ROOT, "examples", "optax_loop.py"), "--steps=60", "--eval_n=64"],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=300,
+  out = run_python(
+    os.path.join(ROOT, "examples", "optax_loop.py"), "--steps=60", "--eval_n=64", timeout=300
   )
   assert out.returncode == 0, out.stderr[-3000:]
   res = json.loads(out.stdout.strip().splitlines()[-1])

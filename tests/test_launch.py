@@ -2,9 +2,8 @@
 
 import os
 import subprocess
-import sys
 
-from conftest import ROOT
+from conftest import ROOT, run_python
 
 
 def test_local_launcher_dry_run_prints_command():
@@ -34,9 +33,7 @@ def test_host_devices_configured_before_jax_import():
     "assert cpu_devices.configure(2) == 4  # already set: unchanged\n"
   )
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  out = subprocess.run(
-    [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT
-  ).stdout
+  out = run_python("-c", code, env=env, check=True).stdout
   assert out.strip() == "4"
 
 
@@ -52,10 +49,7 @@ def test_configure_keeps_ynnpack_to_matrix_products_unless_xla_flags_choose():
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 
   def flags(given):
-    return subprocess.run(
-      [sys.executable, "-c", code, given], env=env, capture_output=True, text=True, check=True,
-      cwd=ROOT,
-    ).stdout.split()  # fmt: skip
+    return run_python("-c", code, given, env=env, check=True).stdout.split()
 
   assert sorted(flags("")) == [
     "--xla_cpu_experimental_ynn_fusion_type=dot",
@@ -70,9 +64,7 @@ def test_configure_keeps_ynnpack_to_matrix_products_unless_xla_flags_choose():
 
 def test_package_import_does_not_import_jax():
   code = "import sys, robust_distill; print('jax' in sys.modules)"
-  out = subprocess.run(
-    [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-  ).stdout
+  out = run_python("-c", code, check=True).stdout
   assert out.strip() == "False"
 
 
@@ -83,14 +75,9 @@ def test_entry_points_set_host_devices_before_jax():
     "import robust_distill.main, jax; print(jax.device_count())\n"
   )
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  out = subprocess.run(
-    [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT
-  ).stdout
+  out = run_python("-c", code, env=env, check=True).stdout
   assert out.strip() == "3"
-  bad = subprocess.run(
-    [sys.executable, "-m", "robust_distill.main", "--host_devices=0", "--config=x.py"],
-    env=env, capture_output=True, text=True, cwd=ROOT,
-  )  # fmt: skip
+  bad = run_python("-m", "robust_distill.main", "--host_devices=0", "--config=x.py", env=env)
   assert bad.returncode != 0 and bad.stderr.strip() == "error: --host_devices=0: must be >= 1"
 
 

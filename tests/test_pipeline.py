@@ -4,8 +4,6 @@ checkpoints (8 devices -> 1, corruption), NaN handling, metrics files, notebook 
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -221,10 +219,7 @@ x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype(np.float32)
 print("LOGITS", np.asarray(m(x)).tolist())
 print("STAGE", m.stage, len(m.history), m.config.student.loss.kd_clean)
 """
-  env = cli_env()
-  out = subprocess.run(
-    [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=300
-  ).stdout
+  out = run_python("-c", code, env=cli_env(), check=True, timeout=300).stdout
   logits = np.array(json.loads(out.split("LOGITS ")[1].splitlines()[0]))
   assert "STAGE student" in out
   here = robust_distill.restore(wd)
@@ -284,7 +279,7 @@ def test_the_metrics_writer_does_not_load_pytorch(tmp_path):
     "assert 'tensorboardX' in sys.modules and 'torch' not in sys.modules\n"
     "import torch; print(torch.tensor([1.0]).sum().item())\n"
   )
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+  out = run_python("-c", code)
   assert out.returncode == 0 and out.stdout.strip() == "1.0", out.stderr[-2000:]
   acc = EventAccumulator(str(tmp_path / "tb"))
   acc.Reload()

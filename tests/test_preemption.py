@@ -9,8 +9,6 @@ precompute, the evaluation) takes several minutes and runs with
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -19,7 +17,7 @@ import pytest
 from robust_distill import faults, parallel, workdir as workdir_lib
 from robust_distill.train import loop
 
-from conftest import ROOT, cli_env, smoke_config
+from conftest import cli_env, run_python, smoke_config
 
 # The quickstart's smoke config with a checkpoint every 2 steps and 2 validations per stage.
 FLAGS = [
@@ -39,12 +37,11 @@ def _run(wd, *extra, kill_at=""):
   env = cli_env(faults.ENV)
   if kill_at:
     env[faults.ENV] = kill_at
-  return subprocess.run(
-    # 8 host devices, as the in-process reference runs (conftest): bitwise equality needs the
-    # same sharding, and the CLI's own default is 2.
-    [sys.executable, "-m", "robust_distill.main", *FLAGS, "--host_devices=8", f"--workdir={wd}",
-     *extra],
-    cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+  # 8 host devices, as the in-process reference runs (conftest): bitwise equality needs the
+  # same sharding, and the CLI's own default is 2.
+  return run_python(
+    "-m", "robust_distill.main", *FLAGS, "--host_devices=8", f"--workdir={wd}", *extra,
+    env=env, timeout=900,
   )  # fmt: skip
 
 
@@ -128,12 +125,12 @@ def test_evaluation_cli_killed_resumes_to_the_same_numbers(tmp_path):
   args = ["--n=32", "--batch_size=16", "--checks=false", "--opt=n_iter=4", "--opt=fab_iter=4",
           "--opt=n_queries=20", "--opt=n_target_classes=3"]  # fmt: skip
   env = cli_env(faults.ENV)
-  cmd = [sys.executable, "-m", "robust_distill.eval", *args]
+  cmd = ["-m", "robust_distill.eval", *args]
   outs = []
   # 32 points in batches of 16: killed after the first saved batch, twice, then to the end.
   for d, kill in ((ref, ""), (wd, "autoattack:batch:1"), (wd, "autoattack:batch:1"), (wd, "")):
     e = dict(env, **({faults.ENV: kill} if kill else {}))
-    r = subprocess.run(cmd + [f"--workdir={d}"], cwd=ROOT, env=e, capture_output=True, text=True)
+    r = run_python(*cmd, f"--workdir={d}", env=e, timeout=600)
     assert r.returncode == (-9 if kill else 0), r.stderr[-2000:]
     if not kill:
       outs.append(json.load(open(os.path.join(d, "eval_autoattack.json")))["robust_acc"])

@@ -8,12 +8,10 @@ import importlib
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, cli_env
+from conftest import ROOT, cli_env, run_python
 from robust_distill import provenance
 
 PKG = os.path.join(ROOT, "robust_distill")
@@ -107,9 +105,7 @@ def test_entry_points_set_the_host_devices_before_anything_imports_jax():
       f"sys.argv = ['x', '--host_devices=3']; import {mod}; import jax\n"
       "print(jax.device_count())"
     )
-    env = cli_env()
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=120)  # fmt: skip
+    r = run_python("-c", code, env=cli_env())
     lines = r.stdout.strip().splitlines()
     assert lines[:1] == ["False"], (mod, parents, r.stdout, r.stderr[-500:])
     assert lines[-1:] == ["3"], (mod, r.stdout[-500:], r.stderr[-500:])
