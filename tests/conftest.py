@@ -1,6 +1,6 @@
 """Test setup: 8 virtual CPU devices and YNNPACK kept to matrix products (as the entry points
-do; both set before JAX is imported), quiet logs, one persistent
-compilation cache per test session, shared helpers."""
+do), XLA flags that compile for correctness rather than speed (all set before JAX is imported),
+quiet logs, one uncapped persistent compilation cache per test session, shared helpers."""
 
 import fcntl
 import json
