@@ -68,15 +68,15 @@ def run_python(*args, timeout=120, env=None, check=False):
   )
 
 
-def cli_env(*drop: str, **extra: str) -> dict:
+def cli_env(*drop: str) -> dict:
   """The environment for a subprocess whose entry point chooses its own host-device count: this
   session's, with the device-count flag taken out of ``XLA_FLAGS`` (the rest, such as the
   compile flags above, kept, so that its programs are the in-process ones: same results, same
-  compilation cache) and the variables in ``drop`` removed, those in ``extra`` set."""
+  compilation cache) and the variables in ``drop`` removed."""
   env = {k: v for k, v in os.environ.items() if k not in drop}
   flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith(DEVICE_FLAG + "=")]
   env["XLA_FLAGS"] = " ".join(flags)
-  return dict(env, **extra)
+  return env
 
 
 def smoke_config(**overrides):

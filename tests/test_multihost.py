@@ -41,17 +41,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _env(devices: int) -> dict:
-  env = cli_env("JAX_PLATFORMS")
-  env["XLA_FLAGS"] += f" --xla_force_host_platform_device_count={devices}"
-  return env
-
-
 def _run(workdir, devices, extra=(), timeout=420):
   return subprocess.Popen(
     [sys.executable, *ARGS, f"--workdir={workdir}", f"--host_devices={devices}", *extra],
     cwd=ROOT,
-    env=_env(devices),
+    env=cli_env("JAX_PLATFORMS"),  # the entry point takes its device count from --host_devices
     stdout=subprocess.PIPE,
     stderr=subprocess.STDOUT,
     text=True,
