@@ -7,11 +7,17 @@ devices and the jax/jaxlib version, so that a rerun, a resumed run after preempt
 run of a sweep skips the compilation. Results do not depend on it.
 
 Where: ``$JAX_COMPILATION_CACHE_DIR`` if it is set (JAX's own variable; a ``gs://`` path works
-on TPU pods), else ``$XDG_CACHE_HOME/robust_distill/jax`` (``~/.cache/robust_distill/jax``),
-capped at ``MAX_BYTES`` (least recently used programs are evicted).
+on TPU pods), else ``$XDG_CACHE_HOME/robust_distill/jax`` (``~/.cache/robust_distill/jax``).
 ``ROBUST_DISTILL_COMPILE_CACHE=off`` switches it off. Like the host-device flag it is set
 through environment variables before JAX is imported, so this module imports nothing but the
 standard library.
+
+Size: a local directory is trimmed to ``MAX_BYTES`` once, when a process starts (least recently
+used programs first). JAX's own cap (``JAX_COMPILATION_CACHE_MAX_SIZE``) is left off unless the
+user sets it: with it, JAX lists and stats every file of the cache at each write and locks a
+file at each read, a cost that grows with the cache (a quarter of the test suite's time; on a
+``gs://`` cache, a bucket listing per compiled program). A remote cache is never trimmed here;
+give its bucket a lifecycle rule instead.
 """
 
 import os
@@ -19,6 +25,7 @@ import sys
 
 ENV_SWITCH = "ROBUST_DISTILL_COMPILE_CACHE"
 MAX_BYTES = 2 << 30
+_SUFFIX, _JAX_ATIME = "-cache", "-atime"  # JAX's file names: KEY-cache (and KEY-atime if capped)
 
 
 def default_dir() -> str:
@@ -28,7 +35,7 @@ def default_dir() -> str:
 
 
 def configure() -> str | None:
-  """Points JAX's persistent cache at its directory; returns it (None when switched off).
+  """Points JAX's persistent cache at its directory and trims it; returns it (None when off).
 
   Must run before JAX is imported (it sets JAX's environment variables; afterwards it changes
   nothing and returns what the environment says). Every compiled program is cached, however
@@ -39,5 +46,35 @@ def configure() -> str | None:
   path = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", default_dir())
   if "jax" not in sys.modules:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(MAX_BYTES))
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", "-1")
+    trim(path)
   return path
+
+
+def trim(path: str, max_bytes: int = MAX_BYTES) -> int:
+  """Deletes the least recently used programs of the local cache ``path`` until the rest take
+  at most ``max_bytes``; returns the bytes freed. "Used" is a file's later of access and
+  modification times (access times may be updated only daily: the order is approximate). A
+  remote path (``scheme://...``) or a missing directory is left alone. Races with another
+  process reading or trimming the same directory are harmless: a program deleted under a
+  reader is compiled again."""
+  if "://" in path or not os.path.isdir(path):
+    return 0
+  entries = []
+  with os.scandir(path) as it:
+    for e in it:
+      if e.name.endswith(_SUFFIX) and e.is_file(follow_symlinks=False):
+        st = e.stat(follow_symlinks=False)
+        entries.append((max(st.st_atime, st.st_mtime), st.st_size, e.path))
+  total = sum(size for _, size, _ in entries)
+  freed = 0
+  for _, size, file in sorted(entries):
+    if total - freed <= max_bytes:
+      break
+    for f in (file, file[: -len(_SUFFIX)] + _JAX_ATIME):
+      try:
+        os.unlink(f)
+      except FileNotFoundError:
+        pass
+    freed += size
+  return freed

@@ -28,8 +28,9 @@ import sys
 
 DEFAULT_HOST_DEVICES = 2
 FLAG = "--host_devices"
-_XLA_FLAG = "--xla_force_host_platform_device_count"
-_YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+# The XLA flags this module sets (public: the tests set them too, for their own device count).
+XLA_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+XLA_YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 # YNNPACK for matrix products only (see the module docstring).
 YNN_FUSIONS = "dot"
 
@@ -45,18 +46,18 @@ def configure(n: int = DEFAULT_HOST_DEVICES) -> int:
   if "jax" in sys.modules:
     return _count_in(os.environ.get("XLA_FLAGS", "")) or 1
   flags = os.environ.get("XLA_FLAGS", "")
-  if not any(tok.startswith(_YNN_FLAG + "=") for tok in flags.split()):
-    flags = f"{flags} {_YNN_FLAG}={YNN_FUSIONS}"
+  if not any(tok.startswith(XLA_YNN_FLAG + "=") for tok in flags.split()):
+    flags = f"{flags} {XLA_YNN_FLAG}={YNN_FUSIONS}"
   count = _count_in(flags)
   if count is None:
-    flags, count = f"{flags} {_XLA_FLAG}={n}", n
+    flags, count = f"{flags} {XLA_DEVICE_FLAG}={n}", n
   os.environ["XLA_FLAGS"] = flags.strip()
   return count
 
 
 def _count_in(flags: str) -> int | None:
   for tok in flags.split():
-    if tok.startswith(_XLA_FLAG + "="):
+    if tok.startswith(XLA_DEVICE_FLAG + "="):
       return int(tok.split("=", 1)[1])
   return None
 

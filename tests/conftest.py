@@ -19,10 +19,15 @@ COMPILE_FLAGS = (
   "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
   "--xla_cpu_use_fusion_emitters=false"
 )
-DEVICE_FLAG = "--xla_force_host_platform_device_count"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from robust_distill import cpu_devices  # standard library only: JAX is not imported yet
+
+DEVICE_FLAG = cpu_devices.XLA_DEVICE_FLAG
 os.environ.setdefault(
   "XLA_FLAGS",
-  f"{DEVICE_FLAG}=8 --xla_cpu_experimental_ynn_fusion_type=dot {COMPILE_FLAGS}",
+  f"{DEVICE_FLAG}=8 {cpu_devices.XLA_YNN_FLAG}={cpu_devices.YNN_FUSIONS} {COMPILE_FLAGS}",
 )
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Most tests compile the same few programs (the smoke config's step, attacks, AutoAttack); one
@@ -42,9 +47,6 @@ if _OWN_SHARED:
   os.environ["ROBUST_DISTILL_TEST_SHARED"] = tempfile.mkdtemp(prefix="robust_distill_test_")
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from robust_distill import compile_cache
 
