@@ -55,26 +55,40 @@ def trim(path: str, max_bytes: int = MAX_BYTES) -> int:
   """Deletes the least recently used programs of the local cache ``path`` until the rest take
   at most ``max_bytes``; returns the bytes freed. "Used" is a file's later of access and
   modification times (access times may be updated only daily: the order is approximate). A
-  remote path (``scheme://...``) or a missing directory is left alone. Races with another
-  process reading or trimming the same directory are harmless: a program deleted under a
-  reader is compiled again."""
+  remote path (``scheme://...``) or a missing directory is left alone. Best effort, never an
+  error: a file another process deletes meanwhile, or one this process may not delete, is
+  skipped (processes that start together each trim; a program deleted under a reader is
+  compiled again)."""
   if "://" in path or not os.path.isdir(path):
     return 0
   entries = []
-  with os.scandir(path) as it:
-    for e in it:
-      if e.name.endswith(_SUFFIX) and e.is_file(follow_symlinks=False):
-        st = e.stat(follow_symlinks=False)
-        entries.append((max(st.st_atime, st.st_mtime), st.st_size, e.path))
+  try:
+    with os.scandir(path) as it:
+      for e in it:
+        if not e.name.endswith(_SUFFIX):
+          continue
+        try:
+          if e.is_file(follow_symlinks=False):
+            st = e.stat(follow_symlinks=False)
+            entries.append((max(st.st_atime, st.st_mtime), st.st_size, e.path))
+        except OSError:  # deleted by another process since the listing
+          continue
+  except OSError:  # unreadable directory: JAX will report it if it matters
+    return 0
   total = sum(size for _, size, _ in entries)
   freed = 0
   for _, size, file in sorted(entries):
     if total - freed <= max_bytes:
       break
-    for f in (file, file[: -len(_SUFFIX)] + _JAX_ATIME):
-      try:
-        os.unlink(f)
-      except FileNotFoundError:
-        pass
-    freed += size
+    try:
+      os.unlink(file)
+      freed += size
+    except FileNotFoundError:  # another process trimmed it: it is gone all the same
+      freed += size
+    except OSError:  # e.g. a read-only cache shared by several users
+      continue
+    try:
+      os.unlink(file[: -len(_SUFFIX)] + _JAX_ATIME)
+    except OSError:
+      pass
   return freed

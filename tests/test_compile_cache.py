@@ -59,3 +59,26 @@ def test_configure_sets_jax_uncapped_and_trims_before_jax(tmp_path):
   r = run_python("-c", code, env=env)
   assert r.returncode == 0, r.stderr[-2000:]
   assert r.stdout.split() == ["None", "unset", "False"]
+
+
+def test_trim_never_fails_a_run(tmp_path, monkeypatch):
+  d = str(tmp_path)
+  locked = _program(d, "locked", 400, 1_000)
+  gone = _program(d, "gone", 400, 2_000)
+  kept = _program(d, "kept", 400, 3_000)
+  unlink = os.unlink
+
+  def fake_unlink(path):
+    if path == locked:
+      raise PermissionError(path)  # e.g. a cache shared read-only
+    if path == gone:
+      unlink(path)
+      raise FileNotFoundError(path)  # another process trimmed it first
+    unlink(path)
+
+  monkeypatch.setattr(compile_cache.os, "unlink", fake_unlink)
+  # The locked file is skipped (not counted), the one trimmed elsewhere counts as freed.
+  assert compile_cache.trim(d, max_bytes=900) == 400
+  assert os.path.exists(locked) and not os.path.exists(gone) and os.path.exists(kept)
+  monkeypatch.setattr(compile_cache.os, "scandir", lambda p: (_ for _ in ()).throw(OSError(p)))
+  assert compile_cache.trim(d, max_bytes=0) == 0
