@@ -48,8 +48,8 @@ def get_config(arg: str = ""):
   # training. The method table gives every student 1 epoch and 3 steps instead.
   c.teacher.attack.steps = c.student.attack.steps = 2
   # The teacher's 2 epochs: a teacher of 1.5 epochs (65 s less) left its student (below) at
-  # 79.96 / 70.08 on all 5,000 held-out images (--config.teacher.optim.epochs=1.5
-  # --config.eval.val_n=5000), against 81.02 / 70.36 with 2: 1 point of clean accuracy lost.
+  # 79.96 / 70.08 on all 5,000 held-out images, against 81.02 / 70.36 with 2: a point of clean
+  # accuracy lost (docs/results.md, "Rejected", has the commands and the other trials).
   # The student: the small CNN at half the teacher's convolution width (16; hidden 200 as the
   # teacher's), 3 epochs. Chosen on the validation split (all 5,000 held-out images, clean /
   # PGD-10 %, with the same teacher): width 32 x 2 epochs (the previous student) 80.54 / 69.70
